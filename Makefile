@@ -1,0 +1,54 @@
+# d2lbn: two commands for a newcomer, `make test` and `make book`.
+# Each creates .venv from requirements.txt when it is missing, and refreshes it when
+# requirements.txt or pyproject.toml changed since it was built.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8000
+
+.PHONY: help venv test unit notebooks book serve lab bench clean
+
+help:
+	@echo "make test       unit tests, notebooks under nbval, the book built and opened in a browser"
+	@echo "make book       build the HTML book into _build/html (warnings are errors)"
+	@echo "make serve      preview the built book on http://127.0.0.1:$(PORT)"
+	@echo "make lab        open the notebooks in JupyterLab"
+	@echo "make unit       the unit tests alone (about a minute)"
+	@echo "make notebooks  the notebooks alone, under nbval"
+	@echo "make bench      the speed benchmarks (ratios against PyTorch and torchvision)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests notebooks
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not book" tests
+
+notebooks: $(STAMP)
+	$(PY) -m pytest notebooks
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+serve: book
+	$(PY) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_batchnorm.py
+	$(PY) benchmarks/bench_data.py
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

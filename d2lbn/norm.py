@@ -1,0 +1,463 @@
+"""Batch normalization from scratch.
+
+This module is the package form of chapters 2 and 3 of the course. It holds:
+
+- :func:`batch_norm`, the functional form, with the same arguments as
+  :func:`torch.nn.functional.batch_norm`;
+- :class:`BatchNormFunction`, the training-mode transform with its backward pass derived by
+  hand, as a :class:`torch.autograd.Function`;
+- :class:`BatchNorm`, the module, numerically equivalent to :class:`torch.nn.BatchNorm1d` and
+  :class:`torch.nn.BatchNorm2d` (same buffers, same ``state_dict`` keys, same momentum
+  convention);
+- :func:`fold_batch_norm`, which merges an evaluation-mode batch norm into the convolution or
+  linear layer before it.
+
+Conventions follow PyTorch: the statistics are taken over every dimension except dimension 1
+(the features of an ``(N, C)`` input, the channels of an ``(N, C, H, W)`` input); training
+normalizes with the biased batch variance and stores the unbiased one in ``running_var``; the
+running statistics move by ``running = (1 - momentum) * running + momentum * batch``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_batch_norm"]
+
+
+def _reduce_dims(x: Tensor) -> Tuple[int, ...]:
+    """The dimensions a batch norm averages over: all but dimension 1."""
+    return (0,) + tuple(range(2, x.dim()))
+
+
+def _per_channel(t: Tensor, x: Tensor) -> Tensor:
+    """View a per-channel vector of shape (C,) so that it broadcasts against ``x``."""
+    return t.view((1, -1) + (1,) * (x.dim() - 2))
+
+
+def _values_per_channel(x: Tensor) -> int:
+    """How many values each channel averages over: m for (m, C), m * p * q for (m, C, p, q)."""
+    return x.numel() // x.shape[1]
+
+
+def _check_input(x: Tensor, training: bool) -> None:
+    if x.dim() < 2:
+        raise ValueError(
+            f"batch norm expects an input of shape (N, C) or (N, C, H, W), got shape {tuple(x.shape)}; "
+            "add a batch dimension with x.unsqueeze(0) for a single example"
+        )
+    if training and _values_per_channel(x) == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}: "
+            "a batch of one normalizes every value to 0. Train with batches of at least 2 examples, "
+            "or call model.eval() to predict one example with the running statistics."
+        )
+
+
+class BatchNormFunction(torch.autograd.Function):
+    r"""The training-mode batch-norm transform with a hand-derived backward pass.
+
+    ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``: the normalized,
+    scaled and shifted output, and the batch mean and biased batch variance of each channel
+    (shape ``(C,)``, not differentiable). ``weight`` and ``bias`` may be ``None``.
+
+    With :math:`\hat x = (x - \mu_B)/\sqrt{\sigma_B^2 + \epsilon}` and :math:`m` values per
+    channel, the backward pass is
+
+    .. math::
+
+        \frac{\partial \ell}{\partial \beta} = \sum_i \frac{\partial \ell}{\partial y_i}, \qquad
+        \frac{\partial \ell}{\partial \gamma} = \sum_i \frac{\partial \ell}{\partial y_i} \hat x_i,
+
+        \frac{\partial \ell}{\partial x_i} = \frac{\gamma}{\sqrt{\sigma_B^2 + \epsilon}}
+        \Big(\frac{\partial \ell}{\partial y_i}
+        - \frac{1}{m}\frac{\partial \ell}{\partial \beta}
+        - \frac{1}{m}\hat x_i \frac{\partial \ell}{\partial \gamma}\Big).
+
+    Forward and backward each read the activation tensor only a few times, so the module that
+    uses this function trains about as fast as PyTorch's fused C++ kernel (see
+    ``benchmarks/bench_batchnorm.py``).
+
+    Examples
+    --------
+    >>> x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    >>> w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    >>> b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    >>> f = lambda x, w, b: BatchNormFunction.apply(x, w, b, 1e-5)[0]
+    >>> torch.autograd.gradcheck(f, (x, w, b))
+    True
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
+        dims = _reduce_dims(x)
+        m = _values_per_channel(x)
+        mean = x.sum(dims, keepdim=True).div_(m)
+        centered = x - mean
+        var = (centered * centered).sum(dims, keepdim=True).div_(m)
+        inv_std = (var + eps).rsqrt_()
+        scale = inv_std if weight is None else _per_channel(weight, x) * inv_std
+        y = centered.mul(scale)
+        if bias is not None:
+            y.add_(_per_channel(bias, x))
+        # Keep x - mean rather than x: the backward pass needs it, and x itself is not needed.
+        ctx.save_for_backward(centered, inv_std, weight)
+        mean, var = mean.view(-1), var.view(-1)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: Tensor, _grad_mean: Tensor, _grad_var: Tensor):
+        centered, inv_std, weight = ctx.saved_tensors
+        dims = _reduce_dims(centered)
+        m = _values_per_channel(centered)
+        grad_beta = grad_y.sum(dims, keepdim=True)
+        grad_gamma = (grad_y * centered).sum(dims, keepdim=True).mul_(inv_std)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            k = inv_std if weight is None else _per_channel(weight, centered) * inv_std
+            # grad_x = k * grad_y - (k / m) * grad_beta - (k / m) * x_hat * grad_gamma, written as
+            # grad_y * k + centered * a + c so that it takes three passes over the activations.
+            a = -k * inv_std * grad_gamma / m
+            c = -k * grad_beta / m
+            grad_x = centered.mul(a).add_(c)
+            grad_x += grad_y * k
+        grad_weight = grad_gamma.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = grad_beta.view(-1) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _batch_stats_autograd(
+    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The same transform as :class:`BatchNormFunction`, op by op, differentiated by autograd."""
+    dims = _reduce_dims(x)
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    x_hat = (x - mean) / torch.sqrt(var + eps)
+    y = x_hat
+    if weight is not None:
+        y = y * _per_channel(weight, x)
+    if bias is not None:
+        y = y + _per_channel(bias, x)
+    return y, mean.detach().view(-1), var.detach().view(-1)
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: Optional[Tensor],
+    running_var: Optional[Tensor],
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    manual_backward: bool = True,
+) -> Tensor:
+    r"""Batch-normalize ``x`` per channel; the same contract as :func:`torch.nn.functional.batch_norm`.
+
+    Parameters
+    ----------
+    x
+        Input of shape ``(N, C)`` (statistics over the N examples of each feature) or
+        ``(N, C, H, W)`` (statistics over the N * H * W values of each channel).
+    running_mean, running_var
+        Running statistics of shape ``(C,)``, or ``None`` not to keep any. In training they are
+        updated in place: ``running = (1 - momentum) * running + momentum * batch``, where the
+        batch variance stored is the unbiased one (times m / (m - 1)).
+    weight, bias
+        :math:`\gamma` and :math:`\beta` of shape ``(C,)``, or ``None`` for 1 and 0.
+    training
+        ``True`` normalizes with the statistics of this batch; ``False`` with the running ones.
+    momentum
+        Weight of the new batch in the running statistics (PyTorch's convention; Keras's
+        ``momentum`` is ``1 - momentum`` here).
+    eps
+        Added to the variance before the square root.
+    manual_backward
+        ``True`` (default) uses :class:`BatchNormFunction` and its hand-derived backward pass;
+        ``False`` writes the transform op by op and lets autograd differentiate it.
+
+    Returns
+    -------
+    Tensor
+        The normalized, scaled and shifted input, of the same shape as ``x``.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
+    >>> batch_norm(x, None, None, training=True, eps=0.0)
+    tensor([[-1., -1.],
+            [ 1.,  1.]])
+    """
+    _check_input(x, training)
+    if training:
+        transform = BatchNormFunction.apply if manual_backward else _batch_stats_autograd
+        y, mean, var = transform(x, weight, bias, eps)
+        if running_mean is not None or running_var is not None:
+            m = _values_per_channel(x)
+            with torch.no_grad():
+                if running_mean is not None:
+                    running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+                if running_var is not None:
+                    running_var.mul_(1 - momentum).add_(var * (m / (m - 1)), alpha=momentum)
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError(
+            "batch_norm with training=False normalizes with the running statistics, "
+            "so running_mean and running_var must be given; pass training=True to use the batch's own"
+        )
+    # In prediction the transform is a fixed affine map per channel: y = x * scale + shift.
+    scale = torch.rsqrt(running_var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -running_mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return x * _per_channel(scale, x) + _per_channel(shift, x)
+
+
+class BatchNorm(nn.Module):
+    r"""Batch normalization written from scratch, equivalent to ``nn.BatchNorm1d/2d``.
+
+    ``BatchNorm(num_features, num_dims=2)`` follows a ``Linear`` layer (input ``(N, C)``) and
+    matches :class:`torch.nn.BatchNorm1d`; ``BatchNorm(num_features, num_dims=4)`` follows a
+    ``Conv2d`` (input ``(N, C, H, W)``) and matches :class:`torch.nn.BatchNorm2d`.
+
+    In training mode (``model.train()``) it normalizes with the statistics of the batch and
+    updates the running statistics; in evaluation mode (``model.eval()``) it normalizes with the
+    running statistics, so a prediction depends on its own input only. Which one happens
+    follows ``self.training``, not whether gradients are being recorded.
+
+    Parameters
+    ----------
+    num_features
+        C, the number of features or channels.
+    num_dims
+        2 for fully connected inputs ``(N, C)``, 3 for ``(N, C, L)``, 4 for convolutional inputs
+        ``(N, C, H, W)``.
+    eps
+        Added to the variance for numerical stability.
+    momentum
+        Weight of the new batch in the running statistics; ``None`` keeps a cumulative average
+        over all batches seen (``1 / num_batches_tracked``).
+    affine
+        Learn a scale :math:`\gamma` (``weight``) and a shift :math:`\beta` (``bias``) per channel.
+    track_running_stats
+        Keep ``running_mean``, ``running_var`` and ``num_batches_tracked`` buffers. Without them,
+        the batch statistics are used in evaluation mode too.
+    manual_backward
+        Use the hand-derived backward pass of :class:`BatchNormFunction` (default), or let autograd
+        differentiate the op-by-op formula.
+
+    Attributes
+    ----------
+    weight, bias
+        :math:`\gamma` and :math:`\beta`, parameters of shape ``(C,)``; also readable as
+        ``gamma`` and ``beta``.
+    running_mean, running_var
+        Buffers of shape ``(C,)``, initialized to 0 and 1.
+    num_batches_tracked
+        How many training batches updated the running statistics.
+
+    Examples
+    --------
+    >>> bn = BatchNorm(3, num_dims=4)
+    >>> y = bn(torch.randn(8, 3, 5, 5))
+    >>> torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-6)
+    True
+    >>> sorted(bn.state_dict()) == sorted(nn.BatchNorm2d(3).state_dict())
+    True
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_dims: int,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        manual_backward: bool = True,
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int (the number of channels), got {num_features!r}")
+        if num_dims not in (2, 3, 4):
+            raise ValueError(
+                f"num_dims must be 2 (after a Linear layer), 3 (after a Conv1d) or 4 (after a Conv2d), got {num_dims!r}"
+            )
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None for a cumulative average, got {momentum!r}")
+        if eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps!r}")
+        self.num_features = num_features
+        self.num_dims = num_dims
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.manual_backward = manual_backward
+        factory = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    @property
+    def gamma(self) -> Optional[nn.Parameter]:
+        """The learned scale, :math:`\\gamma` in the paper (PyTorch calls it ``weight``)."""
+        return self.weight
+
+    @property
+    def beta(self) -> Optional[nn.Parameter]:
+        """The learned shift, :math:`\\beta` in the paper (PyTorch calls it ``bias``)."""
+        return self.bias
+
+    def reset_running_stats(self) -> None:
+        """Set the running mean to 0, the running variance to 1 and the batch count to 0."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, and :math:`\\gamma` to 1 and :math:`\\beta` to 0."""
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != self.num_dims:
+            layout = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}[self.num_dims]
+            raise ValueError(
+                f"{self._name()} expects a {self.num_dims}-D input {layout}, got a {x.dim()}-D input "
+                f"of shape {tuple(x.shape)}; use num_dims=2 after a Linear layer and num_dims=4 after a Conv2d"
+            )
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{self._name()} expects {self.num_features} channels in dimension 1, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)}); set num_features to the preceding layer's output size"
+            )
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        # Batch statistics in training, and in evaluation too when no running ones are kept.
+        use_batch_stats = self.training or not self.track_running_stats
+        update_running = self.training and self.track_running_stats
+        return batch_norm(
+            x,
+            self.running_mean if update_running or not use_batch_stats else None,
+            self.running_var if update_running or not use_batch_stats else None,
+            self.weight,
+            self.bias,
+            training=use_batch_stats,
+            momentum=momentum,
+            eps=self.eps,
+            manual_backward=self.manual_backward,
+        )
+
+    def _name(self) -> str:
+        return f"BatchNorm({self.num_features}, num_dims={self.num_dims})"
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, num_dims={self.num_dims}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
+
+
+_BatchNormLike = Union[BatchNorm, nn.modules.batchnorm._BatchNorm]
+
+
+def fold_batch_norm(
+    layer: Union[nn.Linear, nn.Conv1d, nn.Conv2d], bn: _BatchNormLike
+) -> Union[nn.Linear, nn.Conv1d, nn.Conv2d]:
+    r"""Return one layer equal to ``layer`` followed by ``bn`` in evaluation mode.
+
+    At inference a batch norm is the fixed map
+    :math:`y = \gamma (x - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta` per channel, with the
+    running :math:`\mu` and :math:`\sigma^2`. Following a layer :math:`x = W u + b`, it folds
+    into new weights and bias,
+
+    .. math::
+
+        W' = s\, W, \qquad b' = s\,(b - \mu) + \beta, \qquad s = \gamma / \sqrt{\sigma^2 + \epsilon},
+
+    with :math:`s` scaling each output channel (each row of ``W``). The inputs are not modified.
+
+    Parameters
+    ----------
+    layer
+        A :class:`torch.nn.Linear`, :class:`torch.nn.Conv1d` or :class:`torch.nn.Conv2d`.
+    bn
+        A :class:`BatchNorm` or a ``torch.nn.BatchNorm*d`` with running statistics, with as many
+        features as ``layer`` has outputs.
+
+    Returns
+    -------
+    nn.Module
+        A copy of ``layer`` whose weight and bias include the batch norm (it always has a bias).
+
+    Examples
+    --------
+    >>> conv, bn = nn.Conv2d(1, 4, 3), BatchNorm(4, num_dims=4)
+    >>> _ = bn(conv(torch.randn(16, 1, 8, 8)))  # one training step moves the running statistics
+    >>> fused = fold_batch_norm(conv, bn.eval())
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> torch.allclose(fused(x), bn(conv(x)), atol=1e-6)
+    True
+    """
+    if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        raise TypeError(f"fold_batch_norm folds into nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            "fold_batch_norm needs running statistics, but this batch norm was made with "
+            "track_running_stats=False and normalizes with each batch's own; it cannot be folded"
+        )
+    out_features = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if out_features != bn.num_features:
+        raise ValueError(
+            f"{type(layer).__name__} has {out_features} outputs but the batch norm has {bn.num_features} "
+            "features; fold a batch norm into the layer directly before it"
+        )
+    with torch.no_grad():
+        # Compute in float64 so that folding adds no rounding error of its own.
+        mean, var = bn.running_mean.double(), bn.running_var.double()
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.double()
+        shift = -mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.double()
+        weight = layer.weight.double() * scale.view((-1,) + (1,) * (layer.weight.dim() - 1))
+        bias = shift if layer.bias is None else layer.bias.double() * scale + shift
+
+        fused = copy.deepcopy(layer)
+        fused.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
+        fused.bias = nn.Parameter(bias.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
+    return fused
