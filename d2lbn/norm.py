@@ -298,8 +298,8 @@ class BatchNorm(nn.Module):
             )
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None for a cumulative average, got {momentum!r}")
-        if eps <= 0:
-            raise ValueError(f"eps must be positive, got {eps!r}")
+        if eps < 0:
+            raise ValueError(f"eps must be non-negative (it is added to the variance), got {eps!r}")
         self.num_features = num_features
         self.num_dims = num_dims
         self.eps = eps
@@ -361,6 +361,7 @@ class BatchNorm(nn.Module):
                 f"{self._name()} expects {self.num_features} channels in dimension 1, got {x.shape[1]} "
                 f"(input shape {tuple(x.shape)}); set num_features to the preceding layer's output size"
             )
+        _check_input(x, self.training)  # before counting the batch: a refused one leaves no trace
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)

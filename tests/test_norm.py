@@ -1,0 +1,391 @@
+"""d2lbn.norm against PyTorch: same outputs, gradients, running statistics and errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from d2lbn.norm import BatchNorm, BatchNormFunction, batch_norm, fold_batch_norm
+
+TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}
+
+
+def make_pair(num_features: int, num_dims: int, **kwargs) -> tuple[BatchNorm, nn.Module]:
+    """A from-scratch batch norm and PyTorch's, with the same random gamma and beta."""
+    ours = BatchNorm(num_features, num_dims, **kwargs)
+    kwargs.pop("manual_backward", None)
+    theirs = TORCH_BN[num_dims](num_features, **kwargs)
+    if theirs.affine:
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 2.0)
+            theirs.bias.uniform_(-1.0, 1.0)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def assert_same_step(
+    ours: nn.Module, theirs: nn.Module, x: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5
+) -> None:
+    """One forward and backward pass: outputs, input and parameter gradients, and buffers agree."""
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    y1, y2 = ours(x1), theirs(x2)
+    torch.testing.assert_close(y1, y2, atol=atol, rtol=rtol)
+    grad = torch.randn_like(y1)
+    y1.backward(grad)
+    y2.backward(grad)
+    # The input gradient is a difference of terms of size |gamma| / std * |grad|, which can cancel
+    # (with two examples it is exactly 0 up to eps), so its error is relative to that size.
+    dims = (0,) + tuple(range(2, x.dim()))
+    std = x.double().var(dim=dims, unbiased=False).add(theirs.eps).sqrt().min().item()
+    gamma = theirs.weight.abs().max().item() if theirs.affine else 1.0
+    grad_atol = atol * max(1.0, gamma / std * grad.abs().max().item())
+    torch.testing.assert_close(x1.grad, x2.grad, atol=grad_atol, rtol=10 * rtol)
+    for (name, p1), (_, p2) in zip(ours.named_parameters(), theirs.named_parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=atol, rtol=10 * rtol, msg=f"gradient of {name}")
+    for (name, b1), (_, b2) in zip(ours.named_buffers(), theirs.named_buffers()):
+        torch.testing.assert_close(b1, b2, atol=1e-6, rtol=rtol, msg=f"buffer {name}")
+
+
+SHAPES = [(16, 5), (7, 3, 11), (8, 3, 6, 6), (2, 4, 1, 1), (32, 16, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0, None])
+@pytest.mark.parametrize("manual_backward", [True, False])
+def test_matches_torch_over_several_training_and_eval_steps(shape, momentum, manual_backward):
+    torch.manual_seed(0)
+    ours, theirs = make_pair(shape[1], len(shape), momentum=momentum, manual_backward=manual_backward)
+    for step in range(4):
+        x = torch.randn(shape) * (step + 1) + 3 * step  # statistics that move from step to step
+        assert_same_step(ours, theirs, x)
+    assert int(ours.num_batches_tracked) == 4
+    ours.eval()
+    theirs.eval()
+    assert_same_step(ours, theirs, torch.randn(shape) * 2 + 1)
+    assert int(ours.num_batches_tracked) == 4, "evaluation must not count batches"
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("track_running_stats", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_torch_with_affine_and_tracking_options(affine, track_running_stats, training):
+    torch.manual_seed(1)
+    ours, theirs = make_pair(4, 4, affine=affine, track_running_stats=track_running_stats, eps=1e-3)
+    ours.train(training)
+    theirs.train(training)
+    assert_same_step(ours, theirs, torch.randn(6, 4, 3, 3) * 5 - 2)
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 6),
+    c=st.integers(1, 5),
+    spatial=st.sampled_from([(), (1,), (3,), (1, 1), (2, 3), (5, 4)]),
+    momentum=st.floats(0.0, 1.0),
+    eps=st.sampled_from([1e-5, 1e-3, 0.1]),
+    scale=st.floats(0.01, 100.0),
+    shift=st.floats(-50.0, 50.0),
+    seed=st.integers(0, 2**16),
+)
+def test_property_matches_torch_for_any_shape_and_hyperparameters(n, c, spatial, momentum, eps, scale, shift, seed):
+    torch.manual_seed(seed)
+    shape = (n, c) + spatial
+    ours, theirs = make_pair(c, len(shape), momentum=momentum, eps=eps)
+    x = (torch.randn(shape, dtype=torch.float64) * scale + shift).float()
+    # float32 loses about |shift| / scale times more digits in x - mean, in both implementations
+    conditioning = 1.0 + abs(shift) / scale
+    assert_same_step(ours, theirs, x, atol=1e-5 * conditioning, rtol=1e-5 * conditioning)
+
+
+def test_functional_matches_torch_functional():
+    torch.manual_seed(2)
+    x = torch.randn(10, 3, 4, 4) * 3 + 1
+    weight, bias = torch.rand(3) + 0.5, torch.randn(3)
+    for training in (True, False):
+        rm1, rv1 = torch.randn(3), torch.rand(3) + 0.5
+        rm2, rv2 = rm1.clone(), rv1.clone()
+        y1 = batch_norm(x, rm1, rv1, weight, bias, training=training, momentum=0.3, eps=1e-4)
+        y2 = F.batch_norm(x, rm2, rv2, weight, bias, training=training, momentum=0.3, eps=1e-4)
+        torch.testing.assert_close(y1, y2)
+        torch.testing.assert_close(rm1, rm2)
+        torch.testing.assert_close(rv1, rv2)
+
+
+def test_running_var_uses_unbiased_batch_variance():
+    x = torch.tensor([[1.0], [2.0], [3.0], [6.0]])  # mean 3, biased var 3.5, unbiased var 14/3
+    rm, rv = torch.zeros(1), torch.ones(1)
+    batch_norm(x, rm, rv, training=True, momentum=1.0)
+    assert rm.item() == pytest.approx(3.0)
+    assert rv.item() == pytest.approx(14 / 3)
+
+
+def test_momentum_none_is_a_cumulative_average():
+    torch.manual_seed(3)
+    bn = BatchNorm(2, num_dims=2, momentum=None)
+    batches = [torch.randn(5, 2) * (i + 1) + i for i in range(5)]
+    for x in batches:
+        bn(x)
+    expected_mean = torch.stack([x.mean(0) for x in batches]).mean(0)
+    expected_var = torch.stack([x.var(0, unbiased=True) for x in batches]).mean(0)
+    torch.testing.assert_close(bn.running_mean, expected_mean)
+    torch.testing.assert_close(bn.running_var, expected_var)
+
+
+def test_mode_follows_self_training_not_grad_mode():
+    torch.manual_seed(4)
+    bn = BatchNorm(3, num_dims=2)
+    x = torch.randn(8, 3) * 4 + 2
+    with torch.no_grad():  # d2l's version would switch to prediction here
+        y = bn(x)
+    torch.testing.assert_close(y.mean(0), torch.zeros(3), atol=1e-6, rtol=0)
+    assert int(bn.num_batches_tracked) == 1
+    bn.eval()
+    running = bn.running_mean.clone()
+    y = bn(x)  # evaluation with gradients enabled still uses the running statistics
+    torch.testing.assert_close(bn.running_mean, running)
+    assert not torch.allclose(y.mean(0), torch.zeros(3), atol=1e-3)
+
+
+def test_identity_is_recoverable_with_gamma_std_and_beta_mean():
+    torch.manual_seed(5)
+    x = torch.randn(64, 3, 5, 5) * 2 + 7
+    bn = BatchNorm(3, num_dims=4, eps=0.0)
+    with torch.no_grad():
+        bn.gamma.copy_(x.var(dim=(0, 2, 3), unbiased=False).sqrt())
+        bn.beta.copy_(x.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(bn(x), x, atol=1e-4, rtol=1e-5)
+
+
+def test_gamma_and_beta_are_the_weight_and_bias():
+    bn = BatchNorm(4, num_dims=2)
+    assert bn.gamma is bn.weight and bn.beta is bn.bias
+    assert BatchNorm(4, num_dims=2, affine=False).gamma is None
+
+
+def test_state_dict_loads_both_ways():
+    torch.manual_seed(6)
+    theirs = nn.BatchNorm2d(5)
+    theirs(torch.randn(4, 5, 3, 3))  # non-trivial running statistics
+    ours = BatchNorm(5, num_dims=4)
+    ours.load_state_dict(theirs.state_dict())
+    back = nn.BatchNorm2d(5)
+    back.load_state_dict(ours.state_dict())
+    for key, value in theirs.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[key], value)
+        assert ours.state_dict()[key].dtype == value.dtype
+
+
+def test_dtype_and_device_arguments():
+    bn = BatchNorm(3, num_dims=2, dtype=torch.float64, device="cpu")
+    assert bn.weight.dtype == torch.float64 and bn.running_var.dtype == torch.float64
+    assert bn.num_batches_tracked.dtype == torch.long
+    assert bn(torch.randn(4, 3, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_reset_running_stats_and_parameters():
+    bn = BatchNorm(3, num_dims=2)
+    bn(torch.randn(5, 3) + 4)
+    with torch.no_grad():
+        bn.gamma.mul_(3)
+    bn.reset_parameters()
+    fresh = BatchNorm(3, num_dims=2)
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(bn.state_dict()[key], value)
+
+
+def test_repr_names_the_hyperparameters():
+    assert repr(BatchNorm(6, num_dims=4)) == (
+        "BatchNorm(6, num_dims=4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
+    )
+
+
+# The hand-derived backward pass -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 3, 3), (3, 2, 5)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_gradcheck_of_the_hand_derived_backward(shape, affine):
+    torch.manual_seed(7)
+    x = (torch.randn(shape, dtype=torch.float64) * 2 + 1).requires_grad_()
+    c = shape[1]
+    weight = (torch.rand(c, dtype=torch.float64) + 0.5).requires_grad_() if affine else None
+    bias = torch.randn(c, dtype=torch.float64).requires_grad_() if affine else None
+
+    def transform(x, weight, bias):
+        return BatchNormFunction.apply(x, weight, bias, 1e-5)[0]
+
+    assert torch.autograd.gradcheck(transform, (x, weight, bias))
+
+
+def test_hand_derived_backward_equals_autograd_of_the_naive_formula():
+    torch.manual_seed(8)
+    x = torch.randn(16, 4, 5, 5, dtype=torch.float64) * 3 - 1
+    w = torch.rand(4, dtype=torch.float64) + 0.5
+    b = torch.randn(4, dtype=torch.float64)
+    grad_y = torch.randn_like(x)
+
+    def naive(x, w, b):
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+
+    inputs = [t.clone().requires_grad_() for t in (x, w, b)]
+    expected = torch.autograd.grad(naive(*inputs), inputs, grad_y)
+    inputs = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(BatchNormFunction.apply(*inputs, 1e-5)[0], inputs, grad_y)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_statistics_are_returned_and_not_differentiable():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]], requires_grad=True)
+    _, mean, var = BatchNormFunction.apply(x, None, None, 1e-5)
+    torch.testing.assert_close(mean, torch.tensor([2.0, 4.0]))
+    torch.testing.assert_close(var, torch.tensor([1.0, 4.0]))
+    assert not mean.requires_grad and not var.requires_grad
+
+
+def test_only_requested_gradients_are_computed():
+    x = torch.randn(8, 3)
+    w = torch.ones(3, requires_grad=True)
+    b = torch.zeros(3, requires_grad=True)
+    y = BatchNormFunction.apply(x, w, b, 1e-5)[0]
+    y.sum().backward()
+    assert x.grad is None and w.grad is not None and b.grad is not None
+
+
+# Errors ---------------------------------------------------------------------------------------
+
+
+def test_wrong_number_of_dimensions_says_which_num_dims_to_use():
+    with pytest.raises(ValueError, match=r"expects a 4-D input \(N, C, H, W\), got a 2-D input of shape \(8, 6\).*num_dims=2"):
+        BatchNorm(6, num_dims=4)(torch.randn(8, 6))
+    with pytest.raises(ValueError, match="expects a 2-D input"):
+        BatchNorm(6, num_dims=2)(torch.randn(8, 6, 3, 3))
+
+
+def test_channel_mismatch_names_both_counts():
+    with pytest.raises(ValueError, match="expects 6 channels in dimension 1, got 16"):
+        BatchNorm(6, num_dims=4)(torch.randn(2, 16, 4, 4))
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (1, 5, 1, 1), (1, 5, 1)])
+def test_training_batch_with_one_value_per_channel_is_refused_like_torch(shape):
+    bn = BatchNorm(5, num_dims=len(shape))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training") as ours:
+        bn(torch.randn(shape))
+    assert "model.eval()" in str(ours.value)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        TORCH_BN[len(shape)](5)(torch.randn(shape))
+    assert int(bn.num_batches_tracked) == 0, "a refused batch must not count"
+    bn.eval()
+    assert bn(torch.randn(shape)).shape == shape  # a single example is fine for prediction
+
+
+def test_one_example_with_several_pixels_trains():
+    bn = BatchNorm(2, num_dims=4)
+    y = bn(torch.randn(1, 2, 3, 3))
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_features": 0, "num_dims": 2}, "num_features must be a positive int"),
+        ({"num_features": 3, "num_dims": 5}, "num_dims must be 2"),
+        ({"num_features": 3, "num_dims": 2, "momentum": 1.5}, r"momentum must be in \[0, 1\]"),
+        ({"num_features": 3, "num_dims": 2, "eps": -1e-5}, "eps must be non-negative"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchNorm(**kwargs)
+
+
+def test_functional_prediction_needs_running_statistics():
+    with pytest.raises(ValueError, match="running_mean and running_var must be given"):
+        batch_norm(torch.randn(4, 3), None, None, training=False)
+
+
+def test_scalar_input_is_refused():
+    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, H, W\)"):
+        batch_norm(torch.randn(5), None, None, training=True)
+
+
+# Folding --------------------------------------------------------------------------------------
+
+
+def trained(bn: nn.Module, layer: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Move bn's running statistics away from 0 and 1 with a few training steps, then eval it."""
+    with torch.no_grad():
+        bn.train()
+        for _ in range(3):
+            bn(layer(x))
+        if bn.affine:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
+    return bn.eval()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("ours", [True, False])
+def test_fold_into_conv_matches_torch_fusion(bias, ours):
+    torch.manual_seed(9)
+    conv = nn.Conv2d(3, 5, 3, bias=bias).eval()
+    x = torch.randn(8, 3, 7, 7) * 2 + 1
+    bn = trained(BatchNorm(5, num_dims=4) if ours else nn.BatchNorm2d(5), conv, x)
+    fused = fold_batch_norm(conv, bn)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), bn(conv(x)), atol=1e-5, rtol=1e-5)
+        reference = fuse_conv_bn_eval(conv, bn if not ours else _as_torch(bn, nn.BatchNorm2d))
+        torch.testing.assert_close(fused.weight, reference.weight, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fused.bias, reference.bias, atol=1e-6, rtol=1e-5)
+    assert conv.bias is None or fused.bias is not conv.bias  # the original layer is untouched
+
+
+def test_fold_into_linear_matches_torch_fusion():
+    torch.manual_seed(10)
+    linear = nn.Linear(6, 4).eval()
+    x = torch.randn(32, 6) * 3
+    bn = trained(BatchNorm(4, num_dims=2), linear, x)
+    fused = fold_batch_norm(linear, bn)
+    reference = fuse_linear_bn_eval(linear, _as_torch(bn, nn.BatchNorm1d))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), bn(linear(x)), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused.weight, reference.weight, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fused.bias, reference.bias, atol=1e-6, rtol=1e-5)
+
+
+def test_fold_leaves_inputs_unchanged():
+    conv = nn.Conv2d(1, 2, 3)
+    bn = trained(BatchNorm(2, num_dims=4), conv, torch.randn(4, 1, 5, 5))
+    before = copy.deepcopy((conv.state_dict(), bn.state_dict()))
+    fold_batch_norm(conv, bn)
+    for saved, now in zip(before, (conv.state_dict(), bn.state_dict())):
+        for key in saved:
+            torch.testing.assert_close(saved[key], now[key])
+
+
+def test_fold_errors():
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        fold_batch_norm(nn.Linear(3, 2), BatchNorm(2, num_dims=2, track_running_stats=False))
+    with pytest.raises(ValueError, match="has 2 outputs but the batch norm has 3 features"):
+        fold_batch_norm(nn.Linear(3, 2), BatchNorm(3, num_dims=2))
+    with pytest.raises(TypeError, match="folds into nn.Linear, nn.Conv1d or nn.Conv2d"):
+        fold_batch_norm(nn.ReLU(), BatchNorm(3, num_dims=2))
+
+
+def _as_torch(bn: BatchNorm, cls: type) -> nn.Module:
+    """PyTorch's module with the state of ours, for torch.nn.utils.fusion."""
+    twin = cls(bn.num_features, eps=bn.eps).eval()
+    twin.load_state_dict(bn.state_dict())
+    return twin
