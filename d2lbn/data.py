@@ -157,12 +157,12 @@ def locate_fashion_mnist(root: Optional[PathLike] = None) -> Optional[Path]:
 
     Parameters
     ----------
-    root : str or path-like, optional
+    root
         A folder to look in first.
 
     Returns
     -------
-    pathlib.Path or None
+    Path or None
         The folder holding the four files (for torchvision's layout, its ``FashionMNIST/raw``
         folder), or ``None`` when no complete copy is found.
 
@@ -311,17 +311,18 @@ def fashion_mnist_tensors(
 
     Parameters
     ----------
-    root : str or path-like, optional
+    root
         A folder to look in first, and to download into if no copy is found anywhere.
-    device : str or torch.device, optional
+    device
         Where to put the tensors (default: the CPU).
 
     Returns
     -------
-    train_images, train_labels, test_images, test_labels : torch.Tensor
-        Images of shape ``(N, 28, 28)`` and dtype ``uint8`` (0 to 255), labels of shape ``(N,)``
-        and dtype ``int64``; N is 60,000 for training and 10,000 for test. The CPU tensors are
-        shared with later calls in the same process: do not modify them in place.
+    tuple of four Tensors
+        ``(train_images, train_labels, test_images, test_labels)``: images of shape
+        ``(N, 28, 28)`` and dtype ``uint8`` (0 to 255), labels of shape ``(N,)`` and dtype
+        ``int64``; N is 60,000 for training and 10,000 for test. The CPU tensors are shared
+        with later calls in the same process: do not modify them in place.
 
     Raises
     ------
@@ -373,28 +374,30 @@ class TensorBatches:
 
     Parameters
     ----------
-    images : torch.Tensor
+    images
         ``uint8`` images of shape ``(N, H, W)``.
-    labels : torch.Tensor
+    labels
         Integer labels of shape ``(N,)``.
-    batch_size : int
+    batch_size
         Examples per batch (the last one may be smaller unless ``drop_last``).
-    shuffle : bool, default False
-        Visit the examples in a new random order each epoch.
-    seed : int, default 0
+    shuffle
+        Visit the examples in a new random order each epoch (default: file order).
+    seed
         Seed of the generator behind the orders.
-    resize : int or (int, int), optional
-        Resize each batch to this size (bilinear with antialiasing).
-    drop_last : bool, default False
+    resize
+        Resize each batch to this size, an int or ``(height, width)`` (bilinear, antialiased).
+    drop_last
         Leave out the last batch when it is smaller than ``batch_size``.
 
     Attributes
     ----------
-    images, labels : torch.Tensor
-        The tensors the batches are cut from.
-    num_examples : int
+    images
+        The ``uint8`` images the batches are cut from.
+    labels
+        Their ``int64`` labels.
+    num_examples
         N, the number of examples.
-    batch_size : int
+    batch_size
         Examples per batch.
 
     Examples
@@ -496,28 +499,29 @@ def load_fashion_mnist(
 
     Parameters
     ----------
-    batch_size : int
+    batch_size
         Examples per batch.
-    resize : int or (int, int), optional
-        Resize the 28 x 28 images of each batch to this size (bilinear, antialiased).
-    root : str or path-like, optional
+    resize
+        Resize the 28 x 28 images of each batch to this size, an int or ``(height, width)``
+        (bilinear, antialiased).
+    root
         A folder to look in first, and to download into if no copy is found anywhere.
-    device : str or torch.device, optional
+    device
         Where the images live and the batches are made (default: the CPU).
-    seed : int, default 0
+    seed
         Seed of the training iterator's generator: the same seed gives the same order of
         examples, and each epoch draws a new order.
-    drop_last : bool, default False
+    drop_last
         Leave out the training iterator's last, smaller batch. The test iterator always
         covers every example.
 
     Returns
     -------
-    train_iter, test_iter : TensorBatches
-        The training iterator (shuffled each epoch; 60,000 examples) and the test iterator
-        (in file order; 10,000 examples). Batches are ``(X, y)`` with ``X`` of shape
-        ``(B, 1, 28, 28)`` (or the resized size), ``float32`` in [0, 1], and ``y`` of shape
-        ``(B,)``, ``int64``.
+    tuple of two TensorBatches
+        ``(train_iter, test_iter)``: the training iterator (shuffled each epoch; 60,000
+        examples) and the test iterator (in file order; 10,000 examples). Batches are
+        ``(X, y)`` with ``X`` of shape ``(B, 1, 28, 28)`` (or the resized size), ``float32`` in
+        [0, 1], and ``y`` of shape ``(B,)``, ``int64``.
 
     Raises
     ------
@@ -550,8 +554,8 @@ def text_labels(labels: Union[int, Iterable[int], Tensor]) -> List[str]:
 
     Parameters
     ----------
-    labels : int, iterable of ints, or torch.Tensor
-        Labels from 0 to 9.
+    labels
+        Labels from 0 to 9: an int, a sequence of ints, or a tensor of any shape.
 
     Returns
     -------
