@@ -167,7 +167,9 @@ def test_mlp_keras_example_counts_match_the_keras_summary():
     assert net(torch.randn(4, 20)).shape == (4, 1)
 
 
-@pytest.mark.parametrize("activation, cls", [("sigmoid", nn.Sigmoid), ("relu", nn.ReLU), ("tanh", nn.Tanh), (nn.GELU, nn.GELU)])
+@pytest.mark.parametrize(
+    "activation, cls", [("sigmoid", nn.Sigmoid), ("relu", nn.ReLU), ("tanh", nn.Tanh), (nn.GELU, nn.GELU)]
+)
 def test_mlp_activations(activation, cls):
     net = mlp(3, [4, 5], 2, activation=activation)
     assert [type(layer) for layer in net if not isinstance(layer, (nn.Linear, nn.Flatten))] == [cls, cls]

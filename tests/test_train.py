@@ -374,7 +374,12 @@ def test_live_plot_can_be_forced_in_an_ipython_shell_but_not_in_plain_python(mon
     import IPython.display
 
     shown = []
-    monkeypatch.setattr(IPython.display, "display", lambda data, raw, display_id: shown.append(data) or FakeHandle(data))
+
+    def display(data, raw, display_id):
+        shown.append(data)
+        return FakeHandle(data)
+
+    monkeypatch.setattr(IPython.display, "display", display)
     with pytest.warns(UserWarning, match="plain Python interpreter.*plot_history"):
         train(small_net(), separable()[0], None, 1, 0.1, "cpu", progress=False, live_plot=True)
     assert shown == []
