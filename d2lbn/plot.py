@@ -97,9 +97,10 @@ def set_style() -> None:
 
     Examples
     --------
-    >>> set_style()
-    >>> matplotlib.rcParams["figure.dpi"]
-    110.0
+    In a notebook's first code cell::
+
+        import d2lbn.plot
+        d2lbn.plot.set_style()
     """
     global _style_set
     matplotlib.rcParams.update(STYLE)
