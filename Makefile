@@ -29,10 +29,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests notebooks
+	$(PY) -m pytest d2lbn tests notebooks
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not book" tests
+	$(PY) -m pytest -m "not book" d2lbn tests
 
 notebooks: $(STAMP)
 	$(PY) -m pytest notebooks

@@ -10,13 +10,51 @@ Everything a chapter writes out in full and then reuses lives here, tested:
 - :mod:`d2lbn.plot`: the book's figure style and plots.
 """
 
+from d2lbn.data import (
+    CLASSES,
+    FashionMNISTError,
+    TensorBatches,
+    fashion_mnist_tensors,
+    load_fashion_mnist,
+    locate_fashion_mnist,
+    text_labels,
+)
+from d2lbn.models import count_parameters, lenet, mlp
 from d2lbn.norm import BatchNorm, BatchNormFunction, batch_norm, fold_batch_norm
+from d2lbn.plot import plot_histograms, plot_history, plot_lines, plot_percentiles, set_style, show_images
+from d2lbn.train import History, evaluate_accuracy, set_seed, train, try_gpu
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # norm
     "BatchNorm",
     "BatchNormFunction",
     "batch_norm",
     "fold_batch_norm",
+    # data
+    "CLASSES",
+    "FashionMNISTError",
+    "TensorBatches",
+    "fashion_mnist_tensors",
+    "load_fashion_mnist",
+    "locate_fashion_mnist",
+    "text_labels",
+    # models
+    "lenet",
+    "mlp",
+    "count_parameters",
+    # train
+    "History",
+    "train",
+    "evaluate_accuracy",
+    "set_seed",
+    "try_gpu",
+    # plot
+    "set_style",
+    "plot_history",
+    "plot_lines",
+    "plot_percentiles",
+    "plot_histograms",
+    "show_images",
 ]

@@ -62,9 +62,10 @@ def _check_input(x: Tensor, training: bool) -> None:
 class BatchNormFunction(torch.autograd.Function):
     r"""The training-mode batch-norm transform with a hand-derived backward pass.
 
-    ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``: the normalized,
-    scaled and shifted output, and the batch mean and biased batch variance of each channel
-    (shape ``(C,)``, not differentiable). ``weight`` and ``bias`` may be ``None``.
+    ``BatchNormFunction.apply(x, weight, bias, running_mean, running_var, momentum, eps)``
+    normalizes ``x`` with the mean and biased variance of the batch, scales by ``weight`` and
+    shifts by ``bias`` (either may be ``None``), and moves ``running_mean`` and ``running_var``
+    (either may be ``None``) towards the batch's mean and unbiased variance, in place.
 
     With :math:`\hat x = (x - \mu_B)/\sqrt{\sigma_B^2 + \epsilon}` and :math:`m` values per
     channel, the backward pass is
@@ -79,74 +80,101 @@ class BatchNormFunction(torch.autograd.Function):
         - \frac{1}{m}\frac{\partial \ell}{\partial \beta}
         - \frac{1}{m}\hat x_i \frac{\partial \ell}{\partial \gamma}\Big).
 
-    Forward and backward each read the activation tensor only a few times, so the module that
-    uses this function trains about as fast as PyTorch's fused C++ kernel (see
-    ``benchmarks/bench_batchnorm.py``).
+    Forward and backward each read the activation tensor only a few times and do the rest on
+    per-channel vectors, so the module that uses this function trains about as fast as
+    PyTorch's fused C++ kernel (see ``benchmarks/bench_batchnorm.py``).
 
     Examples
     --------
     >>> x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
     >>> w = torch.ones(3, dtype=torch.float64, requires_grad=True)
     >>> b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    >>> f = lambda x, w, b: BatchNormFunction.apply(x, w, b, 1e-5)[0]
+    >>> f = lambda x, w, b: BatchNormFunction.apply(x, w, b, None, None, 0.1, 1e-5)
     >>> torch.autograd.gradcheck(f, (x, w, b))
     True
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
+    def forward(
+        ctx,
+        x: Tensor,
+        weight: Optional[Tensor],
+        bias: Optional[Tensor],
+        running_mean: Optional[Tensor],
+        running_var: Optional[Tensor],
+        momentum: float,
+        eps: float,
+    ) -> Tensor:
         dims = _reduce_dims(x)
-        m = _values_per_channel(x)
-        mean = x.sum(dims, keepdim=True).div_(m)
+        mean = x.mean(dims, keepdim=True)
         centered = x - mean
-        var = (centered * centered).sum(dims, keepdim=True).div_(m)
+        y = centered * centered  # a scratch buffer for the squares, then the output
+        var = y.mean(dims, keepdim=True)
+        # running += momentum * (batch - running), with the unbiased variance m / (m - 1) * var
+        if running_mean is not None:
+            running_mean.lerp_(mean.view(-1), momentum)
+        if running_var is not None:
+            m = _values_per_channel(x)
+            running_var.lerp_(var.view(-1) * (m / (m - 1)), momentum)
         inv_std = (var + eps).rsqrt_()
         scale = inv_std if weight is None else _per_channel(weight, x) * inv_std
-        y = centered.mul(scale)
+        torch.mul(centered, scale, out=y)
         if bias is not None:
-            y.add_(_per_channel(bias, x))
+            y += _per_channel(bias, x)
         # Keep x - mean rather than x: the backward pass needs it, and x itself is not needed.
-        ctx.save_for_backward(centered, inv_std, weight)
-        mean, var = mean.view(-1), var.view(-1)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        ctx.save_for_backward(centered, inv_std, scale)
+        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y: Tensor, _grad_mean: Tensor, _grad_var: Tensor):
-        centered, inv_std, weight = ctx.saved_tensors
+    def backward(ctx, grad_y: Tensor):
+        centered, inv_std, scale = ctx.saved_tensors  # scale = gamma / sqrt(var + eps)
         dims = _reduce_dims(centered)
-        m = _values_per_channel(centered)
         grad_beta = grad_y.sum(dims, keepdim=True)
-        grad_gamma = (grad_y * centered).sum(dims, keepdim=True).mul_(inv_std)
-        grad_x = None
+        grad_x = grad_y * centered  # a scratch buffer for the products, then the result
+        grad_gamma = grad_x.sum(dims, keepdim=True).mul_(inv_std)
         if ctx.needs_input_grad[0]:
-            k = inv_std if weight is None else _per_channel(weight, centered) * inv_std
-            # grad_x = k * grad_y - (k / m) * grad_beta - (k / m) * x_hat * grad_gamma, written as
-            # grad_y * k + centered * a + c so that it takes three passes over the activations.
-            a = -k * inv_std * grad_gamma / m
-            c = -k * grad_beta / m
-            grad_x = centered.mul(a).add_(c)
-            grad_x += grad_y * k
-        grad_weight = grad_gamma.view(-1) if weight is not None and ctx.needs_input_grad[1] else None
+            # grad_x = scale * (grad_y - grad_beta / m - x_hat * grad_gamma / m), with
+            # x_hat = centered * inv_std, computed as centered * a + c + grad_y * scale: three
+            # passes over the activations, the rest on per-channel vectors.
+            q = scale * (-1.0 / _values_per_channel(centered))
+            a = (q * inv_std).mul_(grad_gamma)
+            torch.mul(centered, a, out=grad_x)
+            grad_x += q.mul_(grad_beta)
+            grad_x.addcmul_(grad_y, scale)
+        else:
+            grad_x = None
+        grad_weight = grad_gamma.view(-1) if ctx.needs_input_grad[1] else None
         grad_bias = grad_beta.view(-1) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
-def _batch_stats_autograd(
-    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
-) -> Tuple[Tensor, Tensor, Tensor]:
+def _batch_norm_autograd(
+    x: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    running_mean: Optional[Tensor],
+    running_var: Optional[Tensor],
+    momentum: float,
+    eps: float,
+) -> Tensor:
     """The same transform as :class:`BatchNormFunction`, op by op, differentiated by autograd."""
     dims = _reduce_dims(x)
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.lerp_(mean.view(-1), momentum)
+        if running_var is not None:
+            m = _values_per_channel(x)
+            running_var.lerp_(var.view(-1) * (m / (m - 1)), momentum)
     x_hat = (x - mean) / torch.sqrt(var + eps)
     y = x_hat
     if weight is not None:
         y = y * _per_channel(weight, x)
     if bias is not None:
         y = y + _per_channel(bias, x)
-    return y, mean.detach().view(-1), var.detach().view(-1)
+    return y
 
 
 def batch_norm(
@@ -199,16 +227,8 @@ def batch_norm(
     """
     _check_input(x, training)
     if training:
-        transform = BatchNormFunction.apply if manual_backward else _batch_stats_autograd
-        y, mean, var = transform(x, weight, bias, eps)
-        if running_mean is not None or running_var is not None:
-            m = _values_per_channel(x)
-            with torch.no_grad():
-                if running_mean is not None:
-                    running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-                if running_var is not None:
-                    running_var.mul_(1 - momentum).add_(var * (m / (m - 1)), alpha=momentum)
-        return y
+        transform = BatchNormFunction.apply if manual_backward else _batch_norm_autograd
+        return transform(x, weight, bias, running_mean, running_var, momentum, eps)
     if running_mean is None or running_var is None:
         raise ValueError(
             "batch_norm with training=False normalizes with the running statistics, "

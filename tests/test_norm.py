@@ -221,7 +221,7 @@ def test_gradcheck_of_the_hand_derived_backward(shape, affine):
     bias = torch.randn(c, dtype=torch.float64).requires_grad_() if affine else None
 
     def transform(x, weight, bias):
-        return BatchNormFunction.apply(x, weight, bias, 1e-5)[0]
+        return BatchNormFunction.apply(x, weight, bias, None, None, 0.1, 1e-5)
 
     assert torch.autograd.gradcheck(transform, (x, weight, bias))
 
@@ -241,24 +241,25 @@ def test_hand_derived_backward_equals_autograd_of_the_naive_formula():
     inputs = [t.clone().requires_grad_() for t in (x, w, b)]
     expected = torch.autograd.grad(naive(*inputs), inputs, grad_y)
     inputs = [t.clone().requires_grad_() for t in (x, w, b)]
-    got = torch.autograd.grad(BatchNormFunction.apply(*inputs, 1e-5)[0], inputs, grad_y)
+    got = torch.autograd.grad(BatchNormFunction.apply(*inputs, None, None, 0.1, 1e-5), inputs, grad_y)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
 
-def test_batch_statistics_are_returned_and_not_differentiable():
-    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]], requires_grad=True)
-    _, mean, var = BatchNormFunction.apply(x, None, None, 1e-5)
-    torch.testing.assert_close(mean, torch.tensor([2.0, 4.0]))
-    torch.testing.assert_close(var, torch.tensor([1.0, 4.0]))
-    assert not mean.requires_grad and not var.requires_grad
+def test_function_moves_running_statistics_towards_the_batch():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]], requires_grad=True)  # means 2, 4; unbiased vars 2, 8
+    running_mean, running_var = torch.zeros(2), torch.ones(2)
+    y = BatchNormFunction.apply(x, None, None, running_mean, running_var, 0.5, 1e-5)
+    torch.testing.assert_close(running_mean, torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(running_var, torch.tensor([1.5, 4.5]))
+    assert y.requires_grad and not running_mean.requires_grad
 
 
 def test_only_requested_gradients_are_computed():
     x = torch.randn(8, 3)
     w = torch.ones(3, requires_grad=True)
     b = torch.zeros(3, requires_grad=True)
-    y = BatchNormFunction.apply(x, w, b, 1e-5)[0]
+    y = BatchNormFunction.apply(x, w, b, None, None, 0.1, 1e-5)
     y.sum().backward()
     assert x.grad is None and w.grad is not None and b.grad is not None
 
