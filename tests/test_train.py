@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import base64
 import math
 import random
@@ -18,7 +19,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from d2lbn import train as train_module  # noqa: E402
+train_module = importlib.import_module("d2lbn.train")  # the module; d2lbn.train is the function
 from d2lbn.models import mlp  # noqa: E402
 from d2lbn.train import EpochStats, History, evaluate_accuracy, in_notebook, set_seed, train, try_gpu  # noqa: E402
 
