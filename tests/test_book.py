@@ -86,11 +86,13 @@ INSTALL_HINT = (
 class TocEntry:
     docname: str  # source path without extension, as in _toc.yml
     caption: str | None  # the part it belongs to; None for the root page
+    number: int | None = None  # the chapter number Sphinx gives it in a `numbered: true` part
 
     @property
     def title(self) -> str:
-        """The first heading of the source file, which the sidebar shows."""
-        return first_heading(self.docname)
+        """The sidebar's text: the source's first heading, after its number in a numbered part."""
+        heading = first_heading(self.docname)
+        return heading if self.number is None else f"{self.number}. {heading}"
 
 
 def first_heading(docname: str) -> str:
@@ -125,13 +127,20 @@ def toc_entries() -> list[TocEntry]:
     toc = yaml.safe_load(TOC_PATH.read_text(encoding="utf8"))
     entries = [TocEntry(toc["root"], None)]
 
-    def walk(items: list[dict], caption: str | None) -> None:
+    numbered = 0  # chapters of numbered parts are numbered on from one part to the next
+
+    def walk(items: list[dict], caption: str | None, numbers: bool = False) -> None:
+        nonlocal numbered
         for item in items:
-            entries.append(TocEntry(item["file"], caption))
+            number = None
+            if numbers:
+                numbered += 1
+                number = numbered
+            entries.append(TocEntry(item["file"], caption, number))
             walk(item.get("sections", []), caption)
 
     for part in toc.get("parts", []):
-        walk(part["chapters"], part["caption"])
+        walk(part["chapters"], part["caption"], bool(part.get("numbered")))
     walk(toc.get("chapters", []), None)
     return entries
 
