@@ -352,6 +352,23 @@ def instance_norm(
 # ---------------------------------------------------------------------------- modules
 
 
+def _init_affine(
+    module: nn.Module, shape: Shape, enabled: bool, bias: bool, device: Device, dtype: Optional[torch.dtype]
+) -> None:
+    """Give ``module`` a ``weight`` of ones and a ``bias`` of zeros of ``shape``, or register them as ``None``."""
+    factory = {"device": device, "dtype": dtype}
+    module.register_parameter("weight", nn.Parameter(torch.ones(shape, **factory)) if enabled else None)
+    module.register_parameter("bias", nn.Parameter(torch.zeros(shape, **factory)) if enabled and bias else None)
+
+
+def _reset_affine(module: nn.Module) -> None:
+    """Set ``module``'s :math:`\\gamma` (``weight``) to 1 and :math:`\\beta` (``bias``) to 0, where it has them."""
+    if module.weight is not None:
+        nn.init.ones_(module.weight)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class LayerNorm(nn.Module):
     r"""Layer normalization written from scratch, equivalent to :class:`torch.nn.LayerNorm`.
 
@@ -403,23 +420,11 @@ class LayerNorm(nn.Module):
         _check_eps(eps)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        factory = {"device": device, "dtype": dtype}
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.ones(self.normalized_shape, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.zeros(self.normalized_shape, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _init_affine(self, self.normalized_shape, elementwise_affine, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         """Set :math:`\\gamma` to 1 and :math:`\\beta` to 0."""
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -501,23 +506,11 @@ class GroupNorm(nn.Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.zeros(num_channels, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _init_affine(self, num_channels, affine, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         """Set :math:`\\gamma` to 1 and :math:`\\beta` to 0."""
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels_first(x, f"GroupNorm({self.num_groups}, {self.num_channels})", 2, "(N, C, *)")
@@ -612,16 +605,8 @@ class InstanceNorm(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
+        _init_affine(self, num_features, affine, bias, device, dtype)
         factory = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.zeros(num_features, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
             self.register_buffer("running_var", torch.ones(num_features, **factory))
@@ -641,10 +626,7 @@ class InstanceNorm(nn.Module):
     def reset_parameters(self) -> None:
         """Reset the running statistics, and :math:`\\gamma` to 1 and :math:`\\beta` to 0."""
         self.reset_running_stats()
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         name = f"InstanceNorm({self.num_features})"
