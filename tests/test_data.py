@@ -536,12 +536,20 @@ def test_python_m_d2lbn_data_exits_0_when_the_data_is_there() -> None:
     assert str(REAL) in result.stdout
 
 
-@pytest.mark.skipif(REAL is not None, reason="a Fashion-MNIST copy is installed, so the module cannot miss it")
 def test_python_m_d2lbn_data_exits_1_with_the_three_ways_when_missing(tmp_path: Path) -> None:
+    # A fresh interpreter with no copy anywhere: empty HOME, no D2LBN_DATA, and the Debian
+    # folder pointed at an empty one (a machine with the package installed cannot hide it).
     env = {k: v for k, v in os.environ.items() if k not in ("D2LBN_DATA", "XDG_CACHE_HOME")}
     env["HOME"] = str(tmp_path)
-    result = run_module(env)
-    assert result.returncode == 1
+    no_system_copy = (
+        "import pathlib, sys, d2lbn.data as data; "
+        f"data._SYSTEM_DIR = pathlib.Path({str(tmp_path / 'no-system-copy')!r}); "
+        "sys.exit(data.main([]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", no_system_copy], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
     assert_three_ways(result.stdout)
 
 
