@@ -523,10 +523,10 @@ needs_real = pytest.mark.skipif(
 )
 
 
-def run_module(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "d2lbn.data"], capture_output=True, text=True, env=env, timeout=120
-    )
+def run_module(env: dict, *python_args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m d2lbn.data`` in a fresh interpreter, or ``python *python_args`` when given."""
+    args = python_args or ("-m", "d2lbn.data")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @needs_real
@@ -546,9 +546,7 @@ def test_python_m_d2lbn_data_exits_1_with_the_three_ways_when_missing(tmp_path: 
         f"data._SYSTEM_DIR = pathlib.Path({str(tmp_path / 'no-system-copy')!r}); "
         "sys.exit(data.main([]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", no_system_copy], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = run_module(env, "-c", no_system_copy)
     assert result.returncode == 1, result.stdout + result.stderr
     assert_three_ways(result.stdout)
 
