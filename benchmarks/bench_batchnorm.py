@@ -19,6 +19,7 @@ round. Target: ``scratch`` at least 0.95x ``torch``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from functools import partial
@@ -74,6 +75,8 @@ def main() -> None:
         return statistics.median(tb / ta for ta, tb in zip(seconds[a], seconds[b]))
 
     print(f"LeNet training, batch 256, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print("glibc malloc thresholds (mmap, trim): "
+          f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}, {os.environ.get('MALLOC_TRIM_THRESHOLD_', 'default')}")
     print(f"{args.rounds} rounds, one batch per model per round\n")
     print(f"{'batch norm':<12}{'examples/s':>12}{'vs torch':>10}")
     for name in names:

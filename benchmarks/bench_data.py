@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import shutil
 import statistics
 import tempfile
@@ -141,6 +142,8 @@ def main() -> None:
     median = {name: statistics.median(v) for name, v in speeds.items()}
     print(f"LeNet + nn.BatchNorm training on Fashion-MNIST, batch {BATCH_SIZE}, SGD lr 1.0")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} epochs per pipeline, in turns")
+    print("glibc malloc thresholds (mmap, trim): "
+          f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}, {os.environ.get('MALLOC_TRIM_THRESHOLD_', 'default')}")
     print(f"d2lbn.load_fashion_mnist (both splits, first call in this process): {load_seconds:.2f} s\n")
     print(f"training examples/s over {args.rounds} epochs each ('data only': one epoch with no training)")
     print(f"{'pipeline':<13}{'best':>10}{'median':>10}{'worst':>10}{'data only':>12}")
