@@ -12,9 +12,8 @@ PORT   ?= 8000
 # CPU training allocates activation buffers of a few megabytes on every step. By default
 # glibc's malloc gives such buffers back to the system when they are freed and faults them in
 # again on the next step; these two settings keep them in the process instead (its memory stays
-# at its peak), which took chapters 4 and 5 from 281 s to 235 s under nbval on the
-# 2-core CPU the book is built on. Other C libraries (macOS) ignore them. A script run
-# directly, such as .venv/bin/python benchmarks/bench_data.py, runs without them.
+# at its peak). book/running.md gives the time saved. Other C libraries (macOS) ignore them;
+# a script run directly, such as .venv/bin/python benchmarks/bench_data.py, runs without them.
 export MALLOC_MMAP_THRESHOLD_ ?= 1000000000
 export MALLOC_TRIM_THRESHOLD_ ?= 1000000000
 
