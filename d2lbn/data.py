@@ -532,11 +532,11 @@ def load_fashion_mnist(
 
     Examples
     --------
-    >>> train_iter, test_iter = load_fashion_mnist(256)  # doctest: +SKIP
-    >>> len(train_iter), train_iter.num_examples  # doctest: +SKIP
+    >>> train_iter, test_iter = load_fashion_mnist(256)
+    >>> len(train_iter), train_iter.num_examples
     (235, 60000)
-    >>> X, y = next(iter(train_iter))  # doctest: +SKIP
-    >>> X.shape, X.dtype, y.dtype  # doctest: +SKIP
+    >>> X, y = next(iter(train_iter))
+    >>> X.shape, X.dtype, y.dtype
     (torch.Size([256, 1, 28, 28]), torch.float32, torch.int64)
     """
     batch_size = _check_batch_size(batch_size)
