@@ -586,7 +586,7 @@ def launch(
 
     Examples
     --------
-    >>> launch(group_size, world_size=2)  # doctest: +SKIP
+    >>> launch(group_size, world_size=2)  # two new processes, each in a group of two
     [2, 2]
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
