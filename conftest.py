@@ -1,7 +1,8 @@
-"""Shared pytest configuration: docstring examples that read Fashion-MNIST need a local copy.
+"""Shared pytest configuration: tests and docstring examples that read the real Fashion-MNIST.
 
-Those examples run wherever a copy is found (CI installs one) and are skipped, with the command
-that installs it, where none is, so the unit suite never downloads anything.
+They are marked ``fashion_mnist`` (docstring examples are listed by name below, since a doctest
+cannot carry a marker). They run wherever a copy is found (CI installs one) and are skipped,
+with the command that installs it, where none is, so the suite never downloads anything.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from d2lbn.data import locate_fashion_mnist
 
 # Doctests (by their pytest item name) whose examples load the real data set.
-NEEDS_FASHION_MNIST = {"d2lbn.data.load_fashion_mnist"}
+DOCTESTS_NEEDING_FASHION_MNIST = {"d2lbn.data.load_fashion_mnist"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
@@ -21,5 +22,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
         return
     skip = pytest.mark.skip(reason="no Fashion-MNIST copy installed (sudo apt-get install dataset-fashion-mnist)")
     for item in items:
-        if isinstance(item, pytest.DoctestItem) and item.name in NEEDS_FASHION_MNIST:
+        doctest_needs_it = isinstance(item, pytest.DoctestItem) and item.name in DOCTESTS_NEEDING_FASHION_MNIST
+        if doctest_needs_it or item.get_closest_marker("fashion_mnist") is not None:
             item.add_marker(skip)

@@ -518,9 +518,6 @@ def test_main_exit_codes(fake: Fake, capsys: pytest.CaptureFixture) -> None:
 
 
 REAL = locate_fashion_mnist()
-needs_real = pytest.mark.skipif(
-    REAL is None, reason="no Fashion-MNIST copy installed (sudo apt-get install dataset-fashion-mnist)"
-)
 
 
 def run_module(env: dict, *python_args: str) -> subprocess.CompletedProcess:
@@ -529,7 +526,7 @@ def run_module(env: dict, *python_args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-@needs_real
+@pytest.mark.fashion_mnist
 def test_python_m_d2lbn_data_exits_0_when_the_data_is_there() -> None:
     result = run_module(dict(os.environ))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -569,7 +566,7 @@ def test_text_labels() -> None:
 # ----------------------------------------------------------------------------- the real data
 
 
-@needs_real
+@pytest.mark.fashion_mnist
 def test_real_data_passes_its_checksums_and_has_the_known_sizes() -> None:
     train_x, train_y, test_x, test_y = fashion_mnist_tensors()
     assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28)
@@ -579,7 +576,7 @@ def test_real_data_passes_its_checksums_and_has_the_known_sizes() -> None:
     assert int(train_x.max()) == 255 and int(train_x.min()) == 0
 
 
-@needs_real
+@pytest.mark.fashion_mnist
 def test_real_data_batches() -> None:
     train_iter, test_iter = load_fashion_mnist(256)
     assert (train_iter.num_examples, test_iter.num_examples) == (60000, 10000)

@@ -11,11 +11,9 @@ import pytest
 import torch
 
 import d2lbn.ddp_lenet as ddp_lenet
-from d2lbn.data import locate_fashion_mnist
 from d2lbn.distributed import SyncBatchNorm
 from d2lbn.norm import BatchNorm
 
-needs_data = pytest.mark.skipif(locate_fashion_mnist() is None, reason="Fashion-MNIST is not installed")
 STEPS = 4
 
 
@@ -54,7 +52,7 @@ def one_process(tmp_path_factory):
     return printed.getvalue(), torch.load(out, weights_only=False)
 
 
-@needs_data
+@pytest.mark.fashion_mnist
 def test_main_without_torchrun_trains_in_one_process(one_process):
     printed, saved = one_process
     assert printed.strip().startswith(f"local: 1 x 256 examples, {STEPS} steps")
@@ -77,14 +75,14 @@ def torchrun_results(tmp_path_factory):
     return done.stdout, torch.load(out, weights_only=False)
 
 
-@needs_data
+@pytest.mark.fashion_mnist
 def test_torchrun_prints_one_line_per_norm(torchrun_results):
     lines = torchrun_results[0].strip().splitlines()
     assert [line.split(":")[0].strip() for line in lines] == ["local", "sync"]
     assert all(f"2 x 128 examples, {STEPS} steps" in line for line in lines)
 
 
-@needs_data
+@pytest.mark.fashion_mnist
 def test_torchrun_sync_trains_like_one_process_and_local_does_not(torchrun_results, one_process):
     results = torchrun_results[1]
     reference = one_process[1]["local"][0]
