@@ -517,9 +517,6 @@ def test_main_exit_codes(fake: Fake, capsys: pytest.CaptureFixture) -> None:
     assert str(fake.root / NAMES[1]) in capsys.readouterr().out
 
 
-REAL = locate_fashion_mnist()
-
-
 def run_module(env: dict, *python_args: str) -> subprocess.CompletedProcess:
     """Run ``python -m d2lbn.data`` in a fresh interpreter, or ``python *python_args`` when given."""
     args = python_args or ("-m", "d2lbn.data")
@@ -530,7 +527,7 @@ def run_module(env: dict, *python_args: str) -> subprocess.CompletedProcess:
 def test_python_m_d2lbn_data_exits_0_when_the_data_is_there() -> None:
     result = run_module(dict(os.environ))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert str(REAL) in result.stdout
+    assert str(locate_fashion_mnist()) in result.stdout
 
 
 def test_python_m_d2lbn_data_exits_1_with_the_three_ways_when_missing(tmp_path: Path) -> None:
