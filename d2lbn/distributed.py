@@ -59,7 +59,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from d2lbn.norm import BatchNorm, _check_input, _per_channel, _reduce_dims, batch_norm
+from d2lbn.norm import BatchNorm, _check_input, _per_channel, _reduce_dims, _update_running, batch_norm
 
 __all__ = [
     "SyncBatchNormFunction",
@@ -185,16 +185,16 @@ class SyncBatchNormFunction(torch.autograd.Function):
         mean = total / count
         var = (total_sq - count * mean.square()).div_(count).clamp_(min=0)  # biased
         if running_mean is not None:
-            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+            _update_running(running_mean, mean, momentum)
         if running_var is not None:
-            running_var.lerp_((var * (count / (count - 1))).to(running_var.dtype), momentum)
+            _update_running(running_var, var * (count / (count - 1)), momentum)
 
         inv_std = _per_channel((var + eps).rsqrt_().to(x.dtype), x)
-        scale = inv_std if weight is None else _per_channel(weight, x) * inv_std
+        scale = inv_std if weight is None else _per_channel(weight.to(x.dtype), x) * inv_std
         centered = x - _per_channel(mean.to(x.dtype), x)
         y = centered * scale
         if bias is not None:
-            y += _per_channel(bias, x)
+            y += _per_channel(bias.to(x.dtype), x)
         ctx.save_for_backward(centered, inv_std, scale)
         ctx.count = count
         ctx.process_group = process_group

@@ -45,17 +45,34 @@ def _values_per_channel(x: Tensor) -> int:
     return x.numel() // x.shape[1]
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the statistics are computed in: float32 for half and bfloat16 inputs, whose
+    squares overflow (half) or lose most of their digits (bfloat16), as PyTorch's kernel does."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _update_running(running: Tensor, batch: Tensor, momentum: float) -> None:
+    """``running += momentum * (batch - running)`` in place, computed in the wider of the two
+    dtypes (a half-precision buffer moving towards a float32 statistic does not overflow)."""
+    wide = torch.promote_types(running.dtype, batch.dtype)
+    if running.dtype == wide:
+        running.lerp_(batch.to(wide), momentum)
+    else:
+        running.copy_(running.to(wide).lerp_(batch, momentum))
+
+
 def _check_input(x: Tensor, training: bool) -> None:
     if x.dim() < 2:
         raise ValueError(
             f"batch norm expects an input of shape (N, C) or (N, C, H, W), got shape {tuple(x.shape)}; "
             "add a batch dimension with x.unsqueeze(0) for a single example"
         )
-    if training and _values_per_channel(x) == 1:
+    if training and x.numel() == x.shape[1] and x.numel() > 0:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)}: "
-            "a batch of one normalizes every value to 0. Train with batches of at least 2 examples, "
-            "or call model.eval() to predict one example with the running statistics."
+            "a batch of one normalizes every value to 0 with its own statistics. Train with batches of "
+            "at least 2 examples; to predict one example, call model.eval() on a batch norm that keeps "
+            "running statistics (track_running_stats=True, the default)."
         )
 
 
@@ -105,6 +122,8 @@ class BatchNormFunction(torch.autograd.Function):
         momentum: float,
         eps: float,
     ) -> Tensor:
+        ctx.input_dtype = x.dtype
+        x = x.to(_compute_dtype(x))  # the same tensor, not a copy, unless x is half or bfloat16
         dims = _reduce_dims(x)
         mean = x.mean(dims, keepdim=True)
         centered = x - mean
@@ -112,23 +131,24 @@ class BatchNormFunction(torch.autograd.Function):
         var = y.mean(dims, keepdim=True)
         # running += momentum * (batch - running), with the unbiased variance m / (m - 1) * var
         if running_mean is not None:
-            running_mean.lerp_(mean.view(-1), momentum)
+            _update_running(running_mean, mean.view(-1), momentum)
         if running_var is not None:
             m = _values_per_channel(x)
-            running_var.lerp_(var.view(-1) * (m / (m - 1)), momentum)
+            _update_running(running_var, var.view(-1) * (m / (m - 1)), momentum)
         inv_std = (var + eps).rsqrt_()
-        scale = inv_std if weight is None else _per_channel(weight, x) * inv_std
+        scale = inv_std if weight is None else _per_channel(weight.to(x.dtype), x) * inv_std
         torch.mul(centered, scale, out=y)
         if bias is not None:
-            y += _per_channel(bias, x)
+            y += _per_channel(bias.to(x.dtype), x)
         # Keep x - mean rather than x: the backward pass needs it, and x itself is not needed.
         ctx.save_for_backward(centered, inv_std, scale)
-        return y
+        return y.to(ctx.input_dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: Tensor):
         centered, inv_std, scale = ctx.saved_tensors  # scale = gamma / sqrt(var + eps)
+        grad_y = grad_y.to(centered.dtype)
         dims = _reduce_dims(centered)
         grad_beta = grad_y.sum(dims, keepdim=True)
         grad_x = grad_y * centered  # a scratch buffer for the products, then the result
@@ -142,6 +162,7 @@ class BatchNormFunction(torch.autograd.Function):
             torch.mul(centered, a, out=grad_x)
             grad_x += q.mul_(grad_beta)
             grad_x.addcmul_(grad_y, scale)
+            grad_x = grad_x.to(ctx.input_dtype)
         else:
             grad_x = None
         grad_weight = grad_gamma.view(-1) if ctx.needs_input_grad[1] else None
@@ -159,22 +180,23 @@ def _batch_norm_autograd(
     eps: float,
 ) -> Tensor:
     """The same transform as :class:`BatchNormFunction`, op by op, differentiated by autograd."""
+    input_dtype, x = x.dtype, x.to(_compute_dtype(x))
     dims = _reduce_dims(x)
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
     with torch.no_grad():
         if running_mean is not None:
-            running_mean.lerp_(mean.view(-1), momentum)
+            _update_running(running_mean, mean.view(-1), momentum)
         if running_var is not None:
             m = _values_per_channel(x)
-            running_var.lerp_(var.view(-1) * (m / (m - 1)), momentum)
+            _update_running(running_var, var.view(-1) * (m / (m - 1)), momentum)
     x_hat = (x - mean) / torch.sqrt(var + eps)
     y = x_hat
     if weight is not None:
-        y = y * _per_channel(weight, x)
+        y = y * _per_channel(weight.to(x.dtype), x)
     if bias is not None:
-        y = y + _per_channel(bias, x)
-    return y
+        y = y + _per_channel(bias.to(x.dtype), x)
+    return y.to(input_dtype)
 
 
 def batch_norm(
@@ -226,6 +248,8 @@ def batch_norm(
             [ 1.,  1.]])
     """
     _check_input(x, training)
+    if x.numel() == 0:  # an empty batch: nothing to normalize, and no statistics to learn from
+        return x.clone()
     if training:
         transform = BatchNormFunction.apply if manual_backward else _batch_norm_autograd
         return transform(x, weight, bias, running_mean, running_var, momentum, eps)
@@ -234,14 +258,17 @@ def batch_norm(
             "batch_norm with training=False normalizes with the running statistics, "
             "so running_mean and running_var must be given; pass training=True to use the batch's own"
         )
-    # In prediction the transform is a fixed affine map per channel: y = x * scale + shift.
+    # In prediction the transform is a fixed affine map per channel: y = x * scale + shift,
+    # computed in float32 or wider and returned in the input's dtype.
     scale = torch.rsqrt(running_var + eps)
     if weight is not None:
         scale = scale * weight
     shift = -running_mean * scale
     if bias is not None:
         shift = shift + bias
-    return x * _per_channel(scale, x) + _per_channel(shift, x)
+    compute = torch.promote_types(_compute_dtype(x), scale.dtype)
+    y = x.to(compute) * _per_channel(scale.to(compute), x) + _per_channel(shift.to(compute), x)
+    return y.to(x.dtype)
 
 
 class BatchNorm(nn.Module):
@@ -296,6 +323,9 @@ class BatchNorm(nn.Module):
     >>> sorted(bn.state_dict()) == sorted(nn.BatchNorm2d(3).state_dict())
     True
     """
+
+    # Version 2 of the state_dict has num_batches_tracked, as for PyTorch's batch norms.
+    _version = 2
 
     def __init__(
         self,
@@ -368,6 +398,19 @@ class BatchNorm(nn.Module):
         if self.affine:
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        # A state_dict saved before num_batches_tracked existed (no version, or version 1), or a
+        # plain dict without it, loads as in PyTorch: the count starts from zero (or keeps its value).
+        key = prefix + "num_batches_tracked"
+        if self.track_running_stats and local_metadata.get("version", 1) < 2 and key not in state_dict:
+            tracked = self.num_batches_tracked
+            state_dict[key] = tracked if tracked.device.type != "meta" else torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != self.num_dims:
@@ -455,6 +498,12 @@ def fold_batch_norm(
     """
     if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
         raise TypeError(f"fold_batch_norm folds into nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}")
+    if bn.training:
+        raise ValueError(
+            "fold_batch_norm folds a batch norm in evaluation mode, which uses its running statistics; "
+            "this one is in training mode and normalizes with each batch's own. Call bn.eval() first "
+            "(or model.eval() on the network)"
+        )
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(
             "fold_batch_norm needs running statistics, but this batch norm was made with "

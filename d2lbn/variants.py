@@ -33,6 +33,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from d2lbn.norm import _update_running
+
 __all__ = [
     "standardize",
     "layer_norm",
@@ -80,10 +82,13 @@ def standardize(x: Tensor, dims: Sequence[int], eps: float = 1e-5) -> Tensor:
             [ 1.,  1.]])
     """
     dims = tuple(dims)
+    input_dtype = x.dtype
+    if input_dtype in (torch.float16, torch.bfloat16):  # squares overflow in half: use float32
+        x = x.float()
     mean = x.mean(dim=dims, keepdim=True)
     centered = x - mean
     var = (centered * centered).mean(dim=dims, keepdim=True)
-    return centered * torch.rsqrt(var + eps)
+    return (centered * torch.rsqrt(var + eps)).to(input_dtype)
 
 
 def _per_channel(t: Tensor, x: Tensor) -> Tensor:
@@ -92,11 +97,11 @@ def _per_channel(t: Tensor, x: Tensor) -> Tensor:
 
 
 def _affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], x: Tensor) -> Tensor:
-    """Scale and shift ``y`` per channel (dimension 1 of ``x``)."""
+    """Scale and shift ``y`` per channel (dimension 1 of ``x``), keeping the input's dtype."""
     if weight is not None:
-        y = y * _per_channel(weight, x)
+        y = y * _per_channel(weight.to(x.dtype), x)
     if bias is not None:
-        y = y + _per_channel(bias, x)
+        y = y + _per_channel(bias.to(x.dtype), x)
     return y
 
 
@@ -187,9 +192,9 @@ def layer_norm(
             raise ValueError(f"{name} must have shape normalized_shape={list(shape)}, got {list(t.shape)}")
     y = standardize(x, dims=range(-k, 0), eps=eps)
     if weight is not None:
-        y = y * weight
+        y = y * weight.to(x.dtype)
     if bias is not None:
-        y = y + bias
+        y = y + bias.to(x.dtype)
     return y
 
 
@@ -328,7 +333,8 @@ def instance_norm(
                 "running_mean and running_var must be given; pass use_input_stats=True to use each instance's own"
             )
         scale = torch.rsqrt(running_var + eps)
-        return _affine((x - _per_channel(running_mean, x)) * _per_channel(scale, x), weight, bias, x)
+        y = ((x - _per_channel(running_mean, x)) * _per_channel(scale, x)).to(x.dtype)
+        return _affine(y, weight, bias, x)
     positions = 1
     for size in x.shape[2:]:
         positions *= size
@@ -340,12 +346,13 @@ def instance_norm(
         )
     if running_mean is not None or running_var is not None:
         with torch.no_grad():
-            mean = x.mean(dim=spatial)  # (N, C): one mean per instance
-            var = x.var(dim=spatial, unbiased=True)  # stored unbiased, as batch norm does
+            xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            mean = xs.mean(dim=spatial)  # (N, C): one mean per instance
+            var = xs.var(dim=spatial, unbiased=True)  # stored unbiased, as batch norm does
             if running_mean is not None:
-                running_mean.lerp_(mean.mean(0).to(running_mean.dtype), momentum)
+                _update_running(running_mean, mean.mean(0), momentum)
             if running_var is not None:
-                running_var.lerp_(var.mean(0).to(running_var.dtype), momentum)
+                _update_running(running_var, var.mean(0), momentum)
     return _affine(standardize(x, dims=spatial, eps=eps), weight, bias, x)
 
 

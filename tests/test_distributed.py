@@ -331,6 +331,18 @@ def test_function_in_a_group_of_one_equals_batch_norm_function(group_of_one):
         torch.testing.assert_close(a.grad if a.requires_grad else a, c.grad if c.requires_grad else c, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_in_a_group_of_one_keeps_its_dtype_like_batch_norm(group_of_one, dtype):
+    """Statistics in float32 (no overflow), output in the input's dtype, float32 parameters allowed."""
+    torch.manual_seed(15)
+    x = (torch.randn(16, 3, 4, 4) * 300).to(dtype)
+    sync, plain = SyncBatchNorm(3, num_dims=4), BatchNorm(3, num_dims=4)  # float32 parameters
+    y, y2 = sync(x), plain(x)
+    assert y.dtype == y2.dtype == dtype
+    torch.testing.assert_close(y.float(), y2.float(), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(sync.running_var, plain.running_var, rtol=1e-3, atol=0)
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_gradcheck_of_the_hand_derived_backward(group_of_one, affine):
     torch.manual_seed(9)

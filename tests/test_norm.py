@@ -184,6 +184,68 @@ def test_state_dict_loads_both_ways():
         assert ours.state_dict()[key].dtype == value.dtype
 
 
+def test_state_dict_without_num_batches_tracked_loads_as_in_torch():
+    """Checkpoints from before PyTorch 0.4.1 (or plain dicts) have no batch count; it starts at 0."""
+    saved = {k: v for k, v in nn.BatchNorm2d(5).state_dict().items() if k != "num_batches_tracked"}
+    ours, theirs = BatchNorm(5, num_dims=4), nn.BatchNorm2d(5)
+    ours.load_state_dict(saved)
+    theirs.load_state_dict(saved)
+    assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == 0
+    current = ours.state_dict()  # version 2: the count must be there
+    del current["num_batches_tracked"]
+    with pytest.raises(RuntimeError, match="num_batches_tracked"):
+        BatchNorm(5, num_dims=4).load_state_dict(current)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("manual_backward", [True, False])
+def test_empty_batch_leaves_the_running_statistics_alone_like_torch(training, manual_backward):
+    ours, theirs = make_pair(3, 4, manual_backward=manual_backward)
+    ours.train(training)
+    theirs.train(training)
+    x = torch.randn(0, 3, 2, 2, requires_grad=True)
+    y1, y2 = ours(x), theirs(x)
+    assert y1.shape == y2.shape == x.shape
+    for (name, b1), (_, b2) in zip(ours.named_buffers(), theirs.named_buffers()):
+        assert torch.equal(b1, b2), name
+    assert not ours.running_mean.isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("manual_backward", [True, False])
+def test_half_precision_statistics_are_computed_in_float32_like_torch(dtype, manual_backward):
+    """Values a few hundred from the mean overflow float16 when squared; torch accumulates in float32."""
+    torch.manual_seed(12)
+    ours, theirs = make_pair(3, 4, manual_backward=manual_backward)
+    ours, theirs = ours.to(dtype), theirs.to(dtype)
+    x = (torch.randn(32, 3, 8, 8) * 300).to(dtype)
+    y1, y2 = ours(x), theirs(x)
+    assert y1.dtype == y2.dtype == dtype
+    torch.testing.assert_close(y1.float(), y2.float(), atol=0.05, rtol=0.02)
+    assert torch.isfinite(ours.running_var).all()
+    torch.testing.assert_close(ours.running_var.float(), theirs.running_var.float(), rtol=0.01, atol=0)
+    ours.eval()
+    theirs.eval()
+    assert ours(x).dtype == theirs(x).dtype == dtype
+
+
+@pytest.mark.parametrize("manual_backward", [True, False])
+def test_mixed_precision_under_autocast_trains_like_torch(manual_backward):
+    """Under CPU autocast a convolution returns bfloat16 into a batch norm whose parameters are float32."""
+    torch.manual_seed(13)
+    ours, theirs = make_pair(4, 4, manual_backward=manual_backward)
+    conv = nn.Conv2d(1, 4, 3)
+    x = torch.randn(8, 1, 10, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = ours(conv(x)), theirs(conv(x))
+    assert y1.dtype == y2.dtype == torch.bfloat16
+    torch.testing.assert_close(y1.float(), y2.float(), atol=0.03, rtol=0.02)
+    (y1.float().square().sum()).backward()
+    assert ours.weight.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+    assert ours.running_mean.dtype == torch.float32
+    torch.testing.assert_close(ours.running_mean, theirs.running_mean, atol=1e-3, rtol=1e-2)
+
+
 def test_dtype_and_device_arguments():
     bn = BatchNorm(3, num_dims=2, dtype=torch.float64, device="cpu")
     assert bn.weight.dtype == torch.float64 and bn.running_var.dtype == torch.float64
@@ -378,11 +440,15 @@ def test_fold_leaves_inputs_unchanged():
 
 def test_fold_errors():
     with pytest.raises(ValueError, match="track_running_stats=False"):
-        fold_batch_norm(nn.Linear(3, 2), BatchNorm(2, num_dims=2, track_running_stats=False))
+        fold_batch_norm(nn.Linear(3, 2), BatchNorm(2, num_dims=2, track_running_stats=False).eval())
     with pytest.raises(ValueError, match="has 2 outputs but the batch norm has 3 features"):
-        fold_batch_norm(nn.Linear(3, 2), BatchNorm(3, num_dims=2))
+        fold_batch_norm(nn.Linear(3, 2), BatchNorm(3, num_dims=2).eval())
     with pytest.raises(TypeError, match="folds into nn.Linear, nn.Conv1d or nn.Conv2d"):
-        fold_batch_norm(nn.ReLU(), BatchNorm(3, num_dims=2))
+        fold_batch_norm(nn.ReLU(), BatchNorm(3, num_dims=2).eval())
+    # In training mode the batch norm uses each batch's statistics, which no fixed layer equals.
+    for bn in (BatchNorm(2, num_dims=2), nn.BatchNorm1d(2)):
+        with pytest.raises(ValueError, match=r"training mode.*Call bn.eval\(\) first"):
+            fold_batch_norm(nn.Linear(3, 2), bn)
 
 
 def _as_torch(bn: BatchNorm, cls: type) -> nn.Module:

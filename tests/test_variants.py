@@ -370,3 +370,29 @@ def test_modules_print_like_torch():
     assert repr(LayerNorm(4)) == "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=True)"
     assert repr(GroupNorm(2, 4)) == "GroupNorm(2, 4, eps=1e-05, affine=True, bias=True)"
     assert repr(InstanceNorm(3)) == "InstanceNorm(3, eps=1e-05, momentum=0.1, affine=False, track_running_stats=False)"
+
+
+TORCH_VARIANTS = {
+    "layer": (lambda: LayerNorm((6, 5, 5)), lambda: nn.LayerNorm((6, 5, 5))),
+    "group": (lambda: GroupNorm(3, 6), lambda: nn.GroupNorm(3, 6)),
+    "instance": (
+        lambda: InstanceNorm(6, affine=True, track_running_stats=True),
+        lambda: nn.InstanceNorm2d(6, affine=True, track_running_stats=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_VARIANTS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_keeps_its_dtype_and_does_not_overflow_like_torch(name, dtype):
+    """Values a few hundred from the mean overflow float16 when squared: the statistics use float32."""
+    torch.manual_seed(14)
+    ours, theirs = pair(*(make() for make in TORCH_VARIANTS[name]), dtype=dtype)
+    x = (torch.randn(4, 6, 5, 5) * 300 + 50).to(dtype)
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        y1, y2 = ours(x), theirs(x)
+        assert y1.dtype == y2.dtype == dtype
+        assert torch.isfinite(y1).all()
+        torch.testing.assert_close(y1.float(), y2.float(), atol=0.05, rtol=0.02)
