@@ -102,8 +102,10 @@ def snapshot(
     The batch goes forward and backward through ``net`` in the mode ``net`` is in (in training
     mode a batch norm normalizes with the statistics of ``X``, as during training). Nothing
     about the network changes: the gradients are returned, not accumulated into ``.grad``, and
-    every buffer (a batch norm's running statistics and batch count) is put back as it was, so
-    that taking snapshots during training does not change the training run.
+    every buffer (a batch norm's running statistics and batch count) is put back as it was, and
+    the random number generator of the CPU (and of the batch's CUDA device) too, so that the
+    dropout masks drawn here do not shift later ones: taking snapshots during training does not
+    change the training run.
 
     Parameters
     ----------
@@ -160,8 +162,9 @@ def snapshot(
 
     saved = [buffer.clone() for buffer in net.buffers()]
     handles = [layer.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
+    cuda_devices = [X.device.index or 0] if X.device.type == "cuda" else []
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.random.fork_rng(devices=cuda_devices):
             loss = loss_fn(net(X), y)
             calls = [len(out) for out in outputs]
             if any(count != 1 for count in calls):

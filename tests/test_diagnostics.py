@@ -46,10 +46,13 @@ def test_snapshot_leaves_the_network_as_it_was(norm, training):
     assert all(m.training == training for m in net.modules())
 
 
-def test_snapshot_does_not_change_a_training_run():
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_snapshot_does_not_change_a_training_run(dropout):
+    """Not through the buffers, and not through the dropout masks drawn from the generator."""
+
     def run(probe: bool) -> dict:
         torch.manual_seed(0)
-        net = mlp(784, [20, 20], 10, norm="torch")
+        net = mlp(784, [20, 20], 10, norm="torch", dropout=dropout)
         opt = torch.optim.SGD(net.parameters(), lr=0.5)
         for step in range(5):
             X, y = batch(seed=step)

@@ -286,6 +286,13 @@ def test_set_seed_makes_two_runs_identical():
     assert first[0].train_loss != other[0].train_loss
 
 
+def test_set_seed_accepts_a_numpy_integer():
+    set_seed(np.int64(3))
+    a = torch.rand(2)
+    set_seed(3)
+    assert torch.equal(a, torch.rand(2))
+
+
 def test_set_seed_rejects_a_non_integer():
     with pytest.raises(TypeError, match="integer"):
         set_seed(1.5)
