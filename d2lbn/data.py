@@ -179,7 +179,12 @@ def locate_fashion_mnist(root: Optional[PathLike] = None) -> Optional[Path]:
 # ----------------------------------------------------------------------------- reading the files
 
 
+_STAGING_PREFIX = ".download-"  # the temporary folder a download is fetched and verified in
+
+
 def _fix_hint(path: Path) -> str:
+    if any(parent.name.startswith(_STAGING_PREFIX) for parent in path.parents):
+        return "the download was damaged on the way and nothing was kept; run again to download a fresh copy"
     if _SYSTEM_DIR in path.parents:
         return f"reinstall Debian's package: sudo apt-get install --reinstall {_DEBIAN_PACKAGE}"
     return "delete it so that the next run fetches a fresh copy"
@@ -281,7 +286,7 @@ def _download(destination: Path) -> None:
     """
     try:
         destination.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=destination))
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=destination))
     except OSError as err:
         raise FashionMNISTError(f"{_three_ways()}\n(No folder to download into: {err})") from err
     try:

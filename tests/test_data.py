@@ -473,9 +473,12 @@ def test_download_interrupted_half_way_leaves_nothing_behind(fake: Fake, monkeyp
 def test_download_that_does_not_match_the_checksums_is_not_kept(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.content[NAMES[3]] = idx_bytes(np.zeros(N_TEST, dtype=np.uint8))  # the mirror serves other labels
     monkeypatch.setattr(data, "_fetch", fake.fetcher())
-    with pytest.raises(FashionMNISTError, match=NAMES[3]):
+    with pytest.raises(FashionMNISTError, match=NAMES[3]) as caught:
         load_fashion_mnist(4)
     assert files_under(fake.cache) == []
+    # The advice fits a download: nothing was kept, so there is no file to delete; try again.
+    assert "run again to download a fresh copy" in str(caught.value)
+    assert "delete it" not in str(caught.value)
 
 
 def test_leftovers_of_a_killed_download_are_not_trusted(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
