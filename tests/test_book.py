@@ -6,7 +6,8 @@ aborted, so the checks below prove that the book works offline. On every page:
 
 - the title is set;
 - every image loaded (the logo included) and the favicon is served;
-- math is typeset: no raw ``$$``, ``\\(``, ``\\[`` or ``\\begin{`` in the visible text, every
+- math is typeset: no raw ``$$``, ``$\\``, ``\\(``, ``\\[``, ``\\begin{`` or TeX command
+  (``\\eta``) in the text, with every collapsed solution and hidden block opened, every
   ``.math`` element holds MathJax output, MathJax reported no TeX error, and no display
   equation is cut off at the edge of the text column (at a 1280-pixel-wide window);
 - no JavaScript error, no console error, no failed or 4xx/5xx request to the server, and no
@@ -283,6 +284,18 @@ VISIBLE_PROSE = """() => {
     return parts.join(' ');
 }"""
 
+# Open what a reader can open: toggled admonitions (the exercises' solutions) and <details>
+# blocks (hidden code cells), so that what they hold is checked as well.
+EXPAND_HIDDEN = """() => {
+    const buttons = Array.from(document.querySelectorAll('button.toggle-button[aria-expanded="false"]'));
+    buttons.forEach(button => button.click());
+    document.querySelectorAll('details:not([open])').forEach(d => { d.open = true; });
+    return buttons.length;
+}"""
+
+# Raw TeX in prose: a display or inline delimiter, or a backslash command such as \eta.
+RAW_TEX = re.compile(r"\$\$|\$\\|\\\(|\\\[|\\begin\{|\\[A-Za-z]{2,}")
+
 MATH_STATUS = """() => {
     const math = Array.from(document.querySelectorAll('.math'));
     return {
@@ -366,11 +379,19 @@ def check_page(browser: Browser, server: str, path: str, screenshot: Path | None
         if favicon != "ok":
             problems.append(f"favicon: {favicon}")
 
+        if screenshot is not None:  # as a reader first sees the page, solutions collapsed
+            screenshot.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+
+        page.evaluate(EXPAND_HIDDEN)
         prose = " ".join(page.evaluate(VISIBLE_PROSE).split())
-        for raw in ("$$", "\\(", "\\[", "\\begin{"):
-            if raw in prose:
-                at = prose.index(raw)
-                problems.append(f"raw math {raw!r} in the visible text: ...{prose[max(0, at - 40):at + 60]}...")
+        raws = list(RAW_TEX.finditer(prose))
+        if raws:
+            at = raws[0].start()
+            problems.append(
+                f"raw math in the text, {len(raws)} times; the first, {raws[0].group()!r}: "
+                f"...{prose[max(0, at - 40):at + 60]}..."
+            )
         math = page.evaluate(MATH_STATUS)
         if math["math"] and mathjax != "typeset":
             problems.append(f"{math['math']} math elements but MathJax is not loaded ({mathjax})")
@@ -382,10 +403,6 @@ def check_page(browser: Browser, server: str, path: str, screenshot: Path | None
             problems.append(f"display equation wider than the text column: {equation}")
 
         check_sidebar(page.evaluate(SIDEBAR), page.url, problems)
-
-        if screenshot is not None:
-            screenshot.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
     finally:
         page.close()
     problems += [f"tried to reach another host: {url}" for url in browser.blocked[blocked_before:]]
