@@ -281,7 +281,9 @@ class BatchNorm(nn.Module):
     In training mode (``model.train()``) it normalizes with the statistics of the batch and
     updates the running statistics; in evaluation mode (``model.eval()``) it normalizes with the
     running statistics, so a prediction depends on its own input only. Which one happens
-    follows ``self.training``, not whether gradients are being recorded.
+    follows ``self.training``, not whether gradients are being recorded. As in PyTorch, a
+    float16 or bfloat16 input (under autocast too) has its statistics computed in float32 and
+    comes out in its own dtype.
 
     Parameters
     ----------
@@ -479,8 +481,8 @@ def fold_batch_norm(
     layer
         A :class:`torch.nn.Linear`, :class:`torch.nn.Conv1d` or :class:`torch.nn.Conv2d`.
     bn
-        A :class:`BatchNorm` or a ``torch.nn.BatchNorm*d`` with running statistics, with as many
-        features as ``layer`` has outputs.
+        A :class:`BatchNorm` or a ``torch.nn.BatchNorm*d`` in evaluation mode (``bn.eval()``)
+        with running statistics, with as many features as ``layer`` has outputs.
 
     Returns
     -------
