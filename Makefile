@@ -31,6 +31,11 @@ help:
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
+	@py=$(PYTHON); test -x $(PY) && py=$(PY); \
+	$$py -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "The pinned versions in requirements.txt need Python 3.11 or newer; $$py is" \
+	  "$$($$py -V 2>&1). Install a newer one, delete .venv if it was made with the old one," \
+	  "and run, for example: make test PYTHON=python3.12"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
