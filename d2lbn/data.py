@@ -21,7 +21,7 @@ In each folder a file may be raw (``train-images-idx3-ubyte``) or gzipped
 recognised too, so an existing torchvision download is reused. Every file is checked against the
 SHA-256 and size of the original decompressed content before it is used.
 
-Run ``python -m d2lbn.data`` to see where the data is found (exit status 0), or how to get it
+Run ``python -m d2lbn`` to see where the data is found (exit status 0), or how to get it
 (exit status 1).
 """
 
@@ -32,8 +32,8 @@ import gzip
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -141,6 +141,18 @@ def _files_in(directory: Path) -> Optional[Dict[str, Path]]:
     return None
 
 
+def _env_dir_note() -> Optional[str]:
+    """What is wrong with ``$D2LBN_DATA`` when it is set but lacks some of the four files."""
+    env = os.environ.get(_ENV_VAR, "")
+    if not env or _files_in(Path(env)) is not None:
+        return None
+    folder = Path(env)
+    if not folder.is_dir():
+        return f"{_ENV_VAR}={env} is set, but there is no such folder; looking in the next places"
+    missing = [name for name in _FILE_NAMES if not any((folder / n).is_file() for n in (name, name + ".gz"))]
+    return f"{_ENV_VAR}={env} is set, but that folder lacks {', '.join(missing)}; looking in the next places"
+
+
 def _locate_files(root: Optional[PathLike]) -> Optional[Dict[str, Path]]:
     for directory in _search_dirs(root):
         files = _files_in(directory)
@@ -187,7 +199,13 @@ def _fix_hint(path: Path) -> str:
         return "the download was damaged on the way and nothing was kept; run again to download a fresh copy"
     if _SYSTEM_DIR in path.parents:
         return f"reinstall Debian's package: sudo apt-get install --reinstall {_DEBIAN_PACKAGE}"
-    return "delete it so that the next run fetches a fresh copy"
+    if _user_cache_dir() in path.parents or path.parent == _user_cache_dir():
+        return "delete it so that the next run fetches a fresh copy"
+    # A folder of the user's choosing (root or D2LBN_DATA): nothing is fetched back into it.
+    return (
+        "replace it with a good copy, or delete the folder's Fashion-MNIST files (or unset "
+        f"{_ENV_VAR} if it points there) so that d2lbn looks further and downloads a fresh copy"
+    )
 
 
 def _read_verified(name: str, path: Path) -> bytes:
@@ -335,6 +353,9 @@ def fashion_mnist_tensors(
         When no copy is found and none can be downloaded, or a file is corrupt.
     """
     files = _locate_files(root)
+    note = _env_dir_note()
+    if note is not None and (files is None or Path(os.environ[_ENV_VAR]) not in files[_FILE_NAMES[0]].parents):
+        warnings.warn(note, stacklevel=3)
     if files is None:
         _download(Path(root) if root is not None else _user_cache_dir())
         files = _locate_files(root)
@@ -592,17 +613,20 @@ def text_labels(labels: Union[int, Iterable[int], Tensor]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m d2lbn.data``: say where Fashion-MNIST is, verified, or how to get it.
+    """``python -m d2lbn``: say where Fashion-MNIST is, verified, or how to get it.
 
     Returns 0 when a copy is found and its checksums match, 1 when none is found (the message
     gives the three ways to get it), 2 when the copy found is corrupt. Nothing is downloaded.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m d2lbn.data",
+        prog="python -m d2lbn",
         description="Find the Fashion-MNIST files d2lbn would use, and verify them. Downloads nothing.",
     )
     parser.add_argument("--root", help="a folder to look in first")
     args = parser.parse_args(argv)
+    note = _env_dir_note()
+    if note is not None:
+        print(f"Note: {note}.")
     files = _locate_files(args.root)
     if files is None:
         print(_three_ways())
@@ -615,6 +639,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Fashion-MNIST found, checksums match: {files[_FILE_NAMES[0]].parent}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -391,16 +392,40 @@ def test_torchvision_download_in_d2lbn_data_is_found(fake: Fake, monkeypatch: py
 # ----------------------------------------------------------------------------- integrity
 
 
-def test_corrupt_file_error_names_the_file_and_the_fix(fake: Fake) -> None:
-    fake.write(fake.root)
-    path = fake.root / NAMES[2]
+@pytest.mark.parametrize("where", ["root", "cache"])
+def test_corrupt_file_error_names_the_file_and_the_fix(fake: Fake, where: str) -> None:
+    """The user cache is refilled by a download; a folder the user chose is not, so say so."""
+    folder = getattr(fake, where)
+    fake.write(folder)
+    path = folder / NAMES[2]
     blob = bytearray(path.read_bytes())
     blob[500] ^= 0xFF
     path.write_bytes(bytes(blob))
     with pytest.raises(FashionMNISTError) as info:
-        load_fashion_mnist(4, root=fake.root)
+        load_fashion_mnist(4, root=fake.root if where == "root" else None)
     message = str(info.value)
-    assert str(path) in message and "SHA-256" in message and "delete it" in message
+    assert str(path) in message and "SHA-256" in message
+    if where == "cache":
+        assert "delete it so that the next run fetches a fresh copy" in message
+    else:
+        assert "replace it with a good copy" in message and "delete it so" not in message
+
+
+def test_incomplete_d2lbn_data_folder_is_reported_not_silently_skipped(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    fake.write(fake.system, gz=True)
+    fake.write(fake.env)
+    (fake.env / NAMES[3]).unlink()
+    monkeypatch.setenv("D2LBN_DATA", str(fake.env))
+    with pytest.warns(UserWarning, match=f"D2LBN_DATA={re.escape(str(fake.env))} is set, but that folder lacks {NAMES[3]}"):
+        load_fashion_mnist(4)
+    assert data.main([]) == 0
+    out = capsys.readouterr().out
+    assert f"lacks {NAMES[3]}" in out and str(fake.system) in out
+    monkeypatch.setenv("D2LBN_DATA", str(fake.env / "missing"))
+    with pytest.warns(UserWarning, match="there is no such folder"):
+        load_fashion_mnist(4)
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -411,7 +436,7 @@ def test_truncated_file_error_names_the_file(fake: Fake, gz: bool) -> None:
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(FashionMNISTError, match="truncated") as info:
         fashion_mnist_tensors(fake.root)
-    assert str(path) in str(info.value) and "delete it" in str(info.value)
+    assert str(path) in str(info.value) and "replace it with a good copy" in str(info.value)
 
 
 def test_corrupt_debian_copy_says_to_reinstall_the_package(fake: Fake) -> None:
@@ -521,19 +546,20 @@ def test_main_exit_codes(fake: Fake, capsys: pytest.CaptureFixture) -> None:
 
 
 def run_module(env: dict, *python_args: str) -> subprocess.CompletedProcess:
-    """Run ``python -m d2lbn.data`` in a fresh interpreter, or ``python *python_args`` when given."""
-    args = python_args or ("-m", "d2lbn.data")
+    """Run ``python -m d2lbn`` in a fresh interpreter, or ``python *python_args`` when given."""
+    args = python_args or ("-m", "d2lbn")
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.mark.fashion_mnist
-def test_python_m_d2lbn_data_exits_0_when_the_data_is_there() -> None:
+def test_python_m_d2lbn_exits_0_when_the_data_is_there() -> None:
     result = run_module(dict(os.environ))
     assert result.returncode == 0, result.stdout + result.stderr
     assert str(locate_fashion_mnist()) in result.stdout
+    assert result.stderr == ""  # no warning from runpy or anything else
 
 
-def test_python_m_d2lbn_data_exits_1_with_the_three_ways_when_missing(tmp_path: Path) -> None:
+def test_python_m_d2lbn_exits_1_with_the_three_ways_when_missing(tmp_path: Path) -> None:
     # A fresh interpreter with no copy anywhere: empty HOME, no D2LBN_DATA, and the Debian
     # folder pointed at an empty one (a machine with the package installed cannot hide it).
     env = {k: v for k, v in os.environ.items() if k not in ("D2LBN_DATA", "XDG_CACHE_HOME")}
