@@ -27,6 +27,8 @@ help:
 	@echo "make unit       the unit tests alone (about a minute)"
 	@echo "make notebooks  the notebooks alone, under nbval"
 	@echo "make bench      the speed benchmarks (ratios against PyTorch and torchvision)"
+	@echo "make venv       create or refresh .venv from requirements.txt (the others do it too)"
+	@echo "make clean      remove the built book and the test caches"
 
 venv: $(STAMP)
 
@@ -57,7 +59,7 @@ serve: book
 	$(PY) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_batchnorm.py
