@@ -199,7 +199,7 @@ def _fix_hint(path: Path) -> str:
         return "the download was damaged on the way and nothing was kept; run again to download a fresh copy"
     if _SYSTEM_DIR in path.parents:
         return f"reinstall Debian's package: sudo apt-get install --reinstall {_DEBIAN_PACKAGE}"
-    if _user_cache_dir() in path.parents or path.parent == _user_cache_dir():
+    if _user_cache_dir() in path.parents:
         return "delete it so that the next run fetches a fresh copy"
     # A folder of the user's choosing (root or D2LBN_DATA): nothing is fetched back into it.
     return (
@@ -354,7 +354,7 @@ def fashion_mnist_tensors(
     """
     files = _locate_files(root)
     note = _env_dir_note()
-    if note is not None and (files is None or Path(os.environ[_ENV_VAR]) not in files[_FILE_NAMES[0]].parents):
+    if note is not None:  # an incomplete D2LBN_DATA is never the folder the files came from
         warnings.warn(note, stacklevel=3)
     if files is None:
         _download(Path(root) if root is not None else _user_cache_dir())

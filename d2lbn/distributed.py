@@ -59,7 +59,15 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from d2lbn.norm import BatchNorm, _check_input, _per_channel, _reduce_dims, _update_running, batch_norm
+from d2lbn.norm import (
+    BatchNorm,
+    _check_input,
+    _compute_dtype,
+    _per_channel,
+    _reduce_dims,
+    _update_running,
+    batch_norm,
+)
 
 __all__ = [
     "SyncBatchNormFunction",
@@ -163,7 +171,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         acc = _stats_dtype(x)
         # This process's count, sum and sum of squares about its own mean (two local passes).
         if local_count > 0:
-            xs = x if x.dtype in (torch.float32, torch.float64) else x.float()  # half: accumulate in float32
+            xs = x.to(_compute_dtype(x))  # half: accumulate in float32
             local_mean = xs.sum(dims, dtype=acc) / local_count
             center = local_mean.to(xs.dtype)  # the mean rounded to the input's precision
             local_m2 = (xs - _per_channel(center, xs)).square_().sum(dims, dtype=acc)

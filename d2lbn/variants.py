@@ -33,7 +33,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from d2lbn.norm import _update_running
+from d2lbn.norm import _compute_dtype, _update_running
 
 __all__ = [
     "standardize",
@@ -82,9 +82,7 @@ def standardize(x: Tensor, dims: Sequence[int], eps: float = 1e-5) -> Tensor:
             [ 1.,  1.]])
     """
     dims = tuple(dims)
-    input_dtype = x.dtype
-    if input_dtype in (torch.float16, torch.bfloat16):  # squares overflow in half: use float32
-        x = x.float()
+    input_dtype, x = x.dtype, x.to(_compute_dtype(x))  # squares overflow in half: use float32
     mean = x.mean(dim=dims, keepdim=True)
     centered = x - mean
     var = (centered * centered).mean(dim=dims, keepdim=True)
@@ -346,7 +344,7 @@ def instance_norm(
         )
     if running_mean is not None or running_var is not None:
         with torch.no_grad():
-            xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            xs = x.to(_compute_dtype(x))
             mean = xs.mean(dim=spatial)  # (N, C): one mean per instance
             var = xs.var(dim=spatial, unbiased=True)  # stored unbiased, as batch norm does
             if running_mean is not None:
