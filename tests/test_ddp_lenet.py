@@ -15,6 +15,7 @@ from d2lbn.distributed import SyncBatchNorm
 from d2lbn.norm import BatchNorm
 
 STEPS = 4
+TORCHRUN_TIMEOUT = 300  # seconds; the run takes about 10
 
 
 def test_build_lenet_variants_start_from_the_same_weights():
@@ -70,9 +71,17 @@ def torchrun_results(tmp_path_factory):
         "-m", "d2lbn.ddp_lenet", "--norm", "local", "sync", "--max-steps", str(STEPS), "--no-sync-buffers",
         "--out", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout, torch.load(out, weights_only=False)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=TORCHRUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not SIGKILL: torchrun then stops the workers it started in sessions of
+            # their own, which would otherwise wait for their peers after the test has ended.
+            run.terminate()
+            stdout, stderr = run.communicate()
+            pytest.fail(f"torchrun did not finish in {TORCHRUN_TIMEOUT} s; its output:\n{stdout}{stderr[-3000:]}")
+    assert run.returncode == 0, stderr[-3000:]
+    return stdout, torch.load(out, weights_only=False)
 
 
 @pytest.mark.fashion_mnist
