@@ -15,7 +15,8 @@ shard's own statistics. This module is the package form of chapter 10, which syn
   :class:`SyncBatchNorm`, keeping its parameters and buffers;
 - :func:`launch`, :func:`shard` and :func:`shard_forward_backward`, to run a function in a few
   local processes joined in a process group (from a notebook, a test or a script) and to split
-  a batch between them.
+  a batch between them, and :func:`run_command`, to run a launcher such as ``torchrun`` from a
+  notebook without leaving its workers behind when it times out.
 
 PyTorch's own :class:`torch.nn.SyncBatchNorm` does the same job on GPUs (NCCL), but its
 synchronized path needs CUDA-only kernels: in a process group of two or more CPU processes its
@@ -49,6 +50,8 @@ from __future__ import annotations
 import os
 import pickle
 import queue as queue_module
+import signal
+import subprocess
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -74,6 +77,7 @@ __all__ = [
     "SyncBatchNorm",
     "convert_sync_batchnorm",
     "launch",
+    "run_command",
     "shard",
     "shard_forward_backward",
     "group_size",
@@ -652,3 +656,72 @@ def launch(
     if failure is not None:
         raise RuntimeError(f"launch({getattr(fn, '__qualname__', fn)}, world_size={world_size}): {failure}")
     return [outputs[rank] for rank in range(world_size)]
+
+
+def run_command(command: Sequence[str], timeout: float = 300.0, grace: float = 10.0) -> "subprocess.CompletedProcess[str]":
+    """Run ``command`` and capture its output; on timeout, stop it and every process it started.
+
+    ``subprocess.run(command, timeout=...)`` kills only the process it started. A launcher
+    such as ``torchrun`` killed that way cannot stop its workers, which go on running (and
+    holding their port) after the notebook has moved on. Here the command starts in a process
+    group of its own; when the time runs out the whole group gets ``SIGTERM`` (``torchrun``
+    passes it on to its workers and shuts down), and whatever is still running ``grace``
+    seconds later gets ``SIGKILL``. Then ``subprocess.TimeoutExpired`` is raised, carrying the
+    output so far. On Windows, which has no process groups, only the command itself is killed.
+
+    Parameters
+    ----------
+    command
+        The program and its arguments, as for :func:`subprocess.run`.
+    timeout
+        Seconds the command may run.
+    grace
+        Seconds between ``SIGTERM`` and ``SIGKILL`` after a timeout.
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+        With ``returncode``, and ``stdout`` and ``stderr`` as text. A failing command is not an
+        error here: check ``returncode``.
+
+    Examples
+    --------
+    >>> import sys
+    >>> run_command([sys.executable, "-c", "print(6 * 7)"]).stdout
+    '42\\n'
+    """
+    if timeout <= 0 or grace < 0:
+        raise ValueError(f"timeout must be positive and grace not negative, got {timeout!r} and {grace!r}")
+    posix = os.name == "posix"
+    process = subprocess.Popen(
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=posix
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if posix:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                stdout, stderr = process.communicate(timeout=grace)
+            except subprocess.TimeoutExpired:  # ignored SIGTERM, or a worker holds the pipes open
+                _signal_group(process.pid, signal.SIGKILL)
+                stdout, stderr = process.communicate()
+            _signal_group(process.pid, signal.SIGKILL)  # any worker that outlived the launcher
+        else:
+            process.kill()
+            stdout, stderr = process.communicate()
+        raise subprocess.TimeoutExpired(process.args, timeout, output=stdout, stderr=stderr) from None
+    except BaseException:  # KeyboardInterrupt in a notebook: leave nothing running either
+        if posix:
+            _signal_group(process.pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:  # every process of the group has already exited
+        pass

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import operator
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -26,6 +29,7 @@ from d2lbn.distributed import (
     convert_sync_batchnorm,
     group_size,
     launch,
+    run_command,
     shard,
     shard_forward_backward,
 )
@@ -496,3 +500,67 @@ def test_shard_forward_backward_in_one_process_group(group_of_one):
     assert torch.equal(result["sync"]["y"], result["plain"]["y"])
     assert set(result["sync"]) == {"y", "grad_x", "grads", "state"}
     assert set(result["sync"]["grads"]) == {"weight", "bias"}
+
+
+# A launcher in miniature: it starts a worker that appends a line to a file every 20 ms (until a
+# file named like it with ".stop" appears), says so, and waits. ``ignore_term`` makes both of them
+# ignore SIGTERM (the worker inherits it).
+LAUNCHER = """
+import signal, subprocess, sys, time
+if sys.argv[2] == "ignore_term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+worker = (
+    "import os, time\\n"
+    "while not os.path.exists(%r):\\n"
+    "    open(%r, 'a').write('tick\\\\n'); time.sleep(0.02)" % (sys.argv[1] + ".stop", sys.argv[1])
+)
+subprocess.Popen([sys.executable, "-c", worker])
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def ticks(tmp_path):
+    """The worker's file; afterwards the worker is told to stop, whatever the test did."""
+    path = tmp_path / "ticks"
+    yield path
+    (tmp_path / "ticks.stop").touch()
+
+
+def _still_ticking(path) -> bool:
+    time.sleep(0.3)  # let a live worker write
+    before = path.stat().st_size
+    time.sleep(0.3)
+    return path.stat().st_size != before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX; on Windows only the command is killed")
+@pytest.mark.parametrize("behaviour", ["default", "ignore_term"])
+def test_run_command_timeout_stops_the_workers_too(ticks, behaviour):
+    command = [sys.executable, "-c", LAUNCHER, str(ticks), behaviour]
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        run_command(command, timeout=2, grace=1)
+    assert time.monotonic() - start < 30
+    assert "started" in caught.value.output  # the output so far comes with the error
+    assert ticks.exists(), "the worker never ran, so the test proves nothing"
+    assert not _still_ticking(ticks)
+
+
+def test_subprocess_run_leaves_the_worker_running(ticks):
+    """The failure that run_command avoids, shown with the same launcher."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([sys.executable, "-c", LAUNCHER, str(ticks), "default"], stdout=subprocess.DEVNULL, timeout=2)
+    assert _still_ticking(ticks)
+
+
+def test_run_command_returns_output_and_exit_code():
+    completed = run_command([sys.executable, "-c", "import sys; print('out'); sys.exit('failed')"])
+    assert (completed.returncode, completed.stdout, completed.stderr) == (1, "out\n", "failed\n")
+
+
+@pytest.mark.parametrize("timeout, grace", [(0, 1), (-1, 1), (1, -1)])
+def test_run_command_refuses_bad_times(timeout, grace):
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        run_command(["true"], timeout=timeout, grace=grace)
