@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from d2lbn.norm import BatchNorm, BatchNormFunction, batch_norm, fold_batch_norm
+from d2lbn.norm import BatchNorm, BatchNormFunction, _channel_sum, batch_norm, fold_batch_norm
 
 TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}
 
@@ -104,6 +104,19 @@ def test_property_matches_torch_for_any_shape_and_hyperparameters(n, c, spatial,
     # float32 loses about |shift| / scale times more digits in x - mean, in both implementations
     conditioning = 1.0 + abs(shift) / scale
     assert_same_step(ours, theirs, x, atol=1e-5 * conditioning, rtol=1e-5 * conditioning)
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (7, 3, 5), (7, 3, 4, 5), (2, 3, 2, 4, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_sum_in_two_steps_is_the_per_channel_sum(shape, channels_last):
+    torch.manual_seed(0)
+    t = torch.randn(shape, dtype=torch.float64)
+    if channels_last and len(shape) == 4:
+        t = t.to(memory_format=torch.channels_last)
+    expected = t.sum(dim=(0,) + tuple(range(2, t.dim())), keepdim=True)
+    got = _channel_sum(t)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_functional_matches_torch_functional():
