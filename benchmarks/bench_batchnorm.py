@@ -13,6 +13,10 @@ host), so the models take turns batch by batch, in a rotating order: each round 
 model on the same batch, and a ratio is the median over rounds of the two models' times in that
 round. Target: ``scratch`` at least 0.95x ``torch``.
 
+Last, it times one ingredient of ``scratch``'s speed: a per-channel sum over LeNet's two
+convolutional batch-norm inputs taken in two steps (each image's plane, then the batch), as
+``d2lbn.norm`` does, against one ``sum(dim=(0, 2, 3))``.
+
     .venv/bin/python benchmarks/bench_batchnorm.py [--rounds 400]
 """
 
@@ -86,6 +90,23 @@ def main() -> None:
     verdict = "meets" if target >= 0.95 else "misses"
     print(f"\nd2lbn.BatchNorm / nn.BatchNorm = {target:.3f} ({verdict} the 0.95 target)")
     print(f"hand-derived backward / autograd backward = {ratio('scratch', 'autograd'):.3f}")
+    per_channel_sums()
+
+
+def per_channel_sums(rounds: int = 2000) -> None:
+    """Print how much faster the two-step per-channel sum is on LeNet's conv batch-norm inputs."""
+    print("\nper-channel sum of a batch-norm input: one sum over (0, 2, 3) vs two steps")
+    for shape in [(256, 6, 24, 24), (256, 16, 8, 8)]:
+        x = torch.randn(shape)
+        ways = {"one": lambda: x.sum(dim=(0, 2, 3)), "two": lambda: x.sum(dim=(2, 3)).sum(0)}
+        seconds: dict[str, list[float]] = {name: [] for name in ways}
+        for i in range(rounds):
+            for name in (["one", "two"] if i % 2 else ["two", "one"]):
+                start = time.perf_counter()
+                ways[name]()
+                seconds[name].append(time.perf_counter() - start)
+        one, two = (statistics.median(seconds[name][rounds // 10 :]) for name in ways)
+        print(f"{str(shape):<18}{1e6 * one:>7.0f} us {1e6 * two:>7.0f} us   two steps {one / two:.1f}x as fast")
 
 
 if __name__ == "__main__":
