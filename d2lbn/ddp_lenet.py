@@ -131,9 +131,9 @@ def train_data_parallel(
     max_steps
         Stop after this many steps (optimizer updates), even within an epoch.
     sync_buffers
-        DDP's option (``forward_sync_buffers``, called ``broadcast_buffers`` before PyTorch
-        2.14): before each forward pass, copy process 0's buffers (the running statistics) to
-        the others. With ``False`` and ``norm="local"``, each process keeps running statistics
+        DDP's option (``forward_sync_buffers``; PyTorch 2.13 deprecated the older name,
+        ``broadcast_buffers``, which earlier versions need): before each forward pass, copy
+        process 0's buffers (the running statistics) to the others. With ``False`` and ``norm="local"``, each process keeps running statistics
         of its own shards.
     device
         Where to train; by default GPU ``LOCAL_RANK`` when there are GPUs, else the CPU.
