@@ -68,6 +68,7 @@ from d2lbn.norm import (
     _compute_dtype,
     _per_channel,
     _reduce_dims,
+    _statistics_to_use,
     _update_running,
     batch_norm,
 )
@@ -322,27 +323,20 @@ class SyncBatchNorm(BatchNorm):
         if not sync:
             _check_input(x, self.training)  # a refused batch leaves no trace in the buffers
         momentum = 0.0 if self.momentum is None else self.momentum
-        update_running = self.training and self.track_running_stats
-        if update_running and self.momentum is None:
+        count_batch = self.training and self.track_running_stats and self.num_batches_tracked is not None
+        if count_batch and self.momentum is None:
             momentum = 1.0 / float(self.num_batches_tracked + 1)
+        use_batch_stats, running_mean, running_var = _statistics_to_use(self)
         if sync:
             y = SyncBatchNormFunction.apply(
-                x,
-                self.weight,
-                self.bias,
-                self.running_mean if update_running else None,
-                self.running_var if update_running else None,
-                momentum,
-                self.eps,
-                self.process_group,
+                x, self.weight, self.bias, running_mean, running_var, momentum, self.eps, self.process_group
             )
         else:
             # The path of d2lbn.norm.BatchNorm.forward, argument for argument.
-            use_batch_stats = self.training or not self.track_running_stats
             y = batch_norm(
                 x,
-                self.running_mean if update_running or not use_batch_stats else None,
-                self.running_var if update_running or not use_batch_stats else None,
+                running_mean,
+                running_var,
                 self.weight,
                 self.bias,
                 training=use_batch_stats,
@@ -350,7 +344,7 @@ class SyncBatchNorm(BatchNorm):
                 eps=self.eps,
                 manual_backward=self.manual_backward,
             )
-        if update_running:
+        if count_batch:
             self.num_batches_tracked.add_(1)
         return y
 

@@ -25,7 +25,6 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 __all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_batch_norm"]
 
@@ -115,7 +114,9 @@ class BatchNormFunction(torch.autograd.Function):
 
     Forward and backward each read the activation tensor only a few times and do the rest on
     per-channel vectors, so the module that uses this function trains about as fast as
-    PyTorch's fused C++ kernel (see ``benchmarks/bench_batchnorm.py``).
+    PyTorch's fused C++ kernel (see ``benchmarks/bench_batchnorm.py``). The backward pass gives
+    first derivatives only: differentiating it again (``create_graph=True``, as a gradient penalty
+    or a Hessian-vector product needs) raises an error that points to ``manual_backward=False``.
 
     Examples
     --------
@@ -160,8 +161,14 @@ class BatchNormFunction(torch.autograd.Function):
         return y.to(ctx.input_dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y: Tensor):
+        if torch.is_grad_enabled():  # backward(create_graph=True): second derivatives wanted
+            raise RuntimeError(
+                "the hand-derived backward pass of d2lbn's batch norm gives first derivatives only, and "
+                "this backward pass was asked to build a graph (create_graph=True) for higher ones. Use "
+                "BatchNorm(..., manual_backward=False) (or batch_norm(..., manual_backward=False)), "
+                "whose op-by-op formula autograd can differentiate as often as needed"
+            )
         centered, inv_std, scale = ctx.saved_tensors  # scale = gamma / sqrt(var + eps)
         grad_y = grad_y.to(centered.dtype)
         grad_beta = _channel_sum(grad_y)
@@ -246,8 +253,9 @@ def batch_norm(
     eps
         Added to the variance before the square root.
     manual_backward
-        ``True`` (default) uses :class:`BatchNormFunction` and its hand-derived backward pass;
-        ``False`` writes the transform op by op and lets autograd differentiate it.
+        ``True`` (default) uses :class:`BatchNormFunction` and its hand-derived backward pass,
+        which gives first derivatives only; ``False`` writes the transform op by op and lets
+        autograd differentiate it, twice if asked (``create_graph=True``).
 
     Returns
     -------
@@ -263,7 +271,12 @@ def batch_norm(
     """
     _check_input(x, training)
     if x.numel() == 0:  # an empty batch: nothing to normalize, and no statistics to learn from
-        return x.clone()
+        y = x.clone()  # empty, but weight and bias stay in the graph: zero gradients, as in PyTorch
+        if weight is not None:
+            y = y * _per_channel(weight.to(x.dtype), x)
+        if bias is not None:
+            y = y + _per_channel(bias.to(x.dtype), x)
+        return y
     if training:
         transform = BatchNormFunction.apply if manual_backward else _batch_norm_autograd
         return transform(x, weight, bias, running_mean, running_var, momentum, eps)
@@ -283,6 +296,23 @@ def batch_norm(
     compute = torch.promote_types(_compute_dtype(x), scale.dtype)
     y = x.to(compute) * _per_channel(scale.to(compute), x) + _per_channel(shift.to(compute), x)
     return y.to(x.dtype)
+
+
+def _statistics_to_use(bn: "BatchNorm") -> Tuple[bool, Optional[Tensor], Optional[Tensor]]:
+    """PyTorch's rule for a batch-norm module: whether to normalize with the batch's statistics,
+    and which running buffers to pass (to update in training, to normalize with in evaluation).
+
+    Training uses the batch; evaluation uses the running statistics, or the batch's when there
+    are no running buffers (``track_running_stats=False`` at construction, or buffers set to
+    ``None``). Training updates the buffers only while ``track_running_stats`` is on.
+    """
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    pass_buffers = not bn.training or bn.track_running_stats
+    return (
+        use_batch_stats,
+        bn.running_mean if pass_buffers else None,
+        bn.running_var if pass_buffers else None,
+    )
 
 
 class BatchNorm(nn.Module):
@@ -318,7 +348,8 @@ class BatchNorm(nn.Module):
         the batch statistics are used in evaluation mode too.
     manual_backward
         Use the hand-derived backward pass of :class:`BatchNormFunction` (default), or let autograd
-        differentiate the op-by-op formula.
+        differentiate the op-by-op formula. The hand-derived pass gives first derivatives only;
+        for second derivatives (``create_graph=True``) pass ``False``.
 
     Attributes
     ----------
@@ -433,7 +464,8 @@ class BatchNorm(nn.Module):
             layout = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}[self.num_dims]
             raise ValueError(
                 f"{self._name()} expects a {self.num_dims}-D input {layout}, got a {x.dim()}-D input "
-                f"of shape {tuple(x.shape)}; use num_dims=2 after a Linear layer and num_dims=4 after a Conv2d"
+                f"of shape {tuple(x.shape)}; use num_dims=2 after a Linear layer, num_dims=3 after a Conv1d "
+                "and num_dims=4 after a Conv2d"
             )
         if x.shape[1] != self.num_features:
             raise ValueError(
@@ -442,17 +474,15 @@ class BatchNorm(nn.Module):
             )
         _check_input(x, self.training)  # before counting the batch: a refused one leaves no trace
         momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
-        # Batch statistics in training, and in evaluation too when no running ones are kept.
-        use_batch_stats = self.training or not self.track_running_stats
-        update_running = self.training and self.track_running_stats
+        use_batch_stats, running_mean, running_var = _statistics_to_use(self)
         return batch_norm(
             x,
-            self.running_mean if update_running or not use_batch_stats else None,
-            self.running_var if update_running or not use_batch_stats else None,
+            running_mean,
+            running_var,
             self.weight,
             self.bias,
             training=use_batch_stats,

@@ -373,6 +373,24 @@ def test_matches_torch_modules_without_a_group():
     torch.testing.assert_close(ours.running_var, torch_sync.running_var)
 
 
+@pytest.mark.parametrize("how", ["flag turned off", "buffers set to None"])
+def test_evaluation_mode_follows_the_buffers_like_torch(how):
+    torch.manual_seed(12)
+    x = torch.randn(8, 3, 4, 4) * 2 + 1
+    ours, torch_sync = SyncBatchNorm(3), nn.SyncBatchNorm(3)
+    ours(x), torch_sync(x)
+    for module in (ours, torch_sync):
+        module.eval()
+        if how == "flag turned off":
+            module.track_running_stats = False
+        else:
+            module.running_mean = module.running_var = None
+    torch.testing.assert_close(ours(x), torch_sync(x))
+    ours.train(), torch_sync.train()
+    torch.testing.assert_close(ours(x), torch_sync(x))
+    assert int(ours.num_batches_tracked) == int(torch_sync.num_batches_tracked)
+
+
 # ---------------------------------------------------------------------------------------------
 # Conversion
 

@@ -85,6 +85,25 @@ def test_matches_torch_with_affine_and_tracking_options(affine, track_running_st
     assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
 
 
+@pytest.mark.parametrize("how", ["flag turned off", "buffers set to None"])
+def test_evaluation_mode_follows_the_buffers_like_torch(how):
+    """PyTorch uses batch statistics in eval only when the running buffers are None; turning
+    track_running_stats off after training keeps evaluating with the buffers."""
+    torch.manual_seed(2)
+    ours, theirs = make_pair(3, 2)
+    x = torch.randn(16, 3) * 3 + 1
+    assert_same_step(ours, theirs, x)  # running statistics away from their initial 0 and 1
+    for bn in (ours, theirs):
+        bn.eval()
+        if how == "flag turned off":
+            bn.track_running_stats = False
+        else:
+            bn.running_mean = bn.running_var = None
+    assert_same_step(ours, theirs, x)
+    ours.train(), theirs.train()
+    assert_same_step(ours, theirs, x)  # training with the flag off or without buffers: nothing to update
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(2, 6),
@@ -222,6 +241,10 @@ def test_empty_batch_leaves_the_running_statistics_alone_like_torch(training, ma
     for (name, b1), (_, b2) in zip(ours.named_buffers(), theirs.named_buffers()):
         assert torch.equal(b1, b2), name
     assert not ours.running_mean.isnan().any()
+    y1.sum().backward()
+    y2.sum().backward()
+    for p1, p2 in zip(ours.parameters(), theirs.parameters()):  # zero, not None, gradients
+        assert p1.grad is not None and torch.equal(p1.grad, p2.grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -347,6 +370,28 @@ def test_wrong_number_of_dimensions_says_which_num_dims_to_use():
         BatchNorm(6, num_dims=4)(torch.randn(8, 6))
     with pytest.raises(ValueError, match="expects a 2-D input"):
         BatchNorm(6, num_dims=2)(torch.randn(8, 6, 3, 3))
+    with pytest.raises(ValueError, match=r"got a 3-D input .*num_dims=3 after a Conv1d"):
+        BatchNorm(6, num_dims=2)(torch.randn(8, 6, 5))
+
+
+def test_second_derivatives_need_manual_backward_false():
+    torch.manual_seed(3)
+    x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    ours, theirs = make_pair(3, 2, manual_backward=True)
+    ours.double()
+    with pytest.raises(RuntimeError, match=r"first derivatives only.*manual_backward=False"):
+        torch.autograd.grad(ours(x).pow(3).sum(), x, create_graph=True)
+    ours, theirs = make_pair(3, 2, manual_backward=False)
+    ours.double(), theirs.double()
+    second = []
+    for bn in (ours, theirs):
+        (grad,) = torch.autograd.grad(bn(x).pow(3).sum(), x, create_graph=True)
+        second.append(torch.autograd.grad(grad.square().sum(), [x, bn.weight]))
+    for a, b in zip(*second):
+        torch.testing.assert_close(a, b)
+    f = lambda x, w, b: batch_norm(x, None, None, w, b, training=True, manual_backward=False)
+    w, b = ours.weight.detach().requires_grad_(), ours.bias.detach().requires_grad_()
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
 
 
 def test_channel_mismatch_names_both_counts():
