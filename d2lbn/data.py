@@ -18,7 +18,8 @@ Where the files are looked for, in order:
 
 In each folder a file may be raw (``train-images-idx3-ubyte``) or gzipped
 (``train-images-idx3-ubyte.gz``), and torchvision's layout (``<folder>/FashionMNIST/raw/``) is
-recognised too, so an existing torchvision download is reused. Every file is checked against the
+recognised too, so an existing torchvision download is reused. A leading ``~`` in ``root`` or
+``D2LBN_DATA`` stands for the home folder, as in a shell. Every file is checked against the
 SHA-256 and size of the original decompressed content before it is used.
 
 Run ``python -m d2lbn`` to see where the data is found (exit status 0), or how to get it
@@ -118,10 +119,10 @@ def _search_dirs(root: Optional[PathLike]) -> List[Path]:
     """The folders to look in, in order of preference."""
     dirs = []
     if root is not None:
-        dirs.append(Path(root))
+        dirs.append(Path(root).expanduser())
     env = os.environ.get(_ENV_VAR, "")
     if env:
-        dirs.append(Path(env))
+        dirs.append(Path(env).expanduser())
     dirs.append(_user_cache_dir())
     dirs.append(_SYSTEM_DIR)
     return dirs
@@ -144,9 +145,9 @@ def _files_in(directory: Path) -> Optional[Dict[str, Path]]:
 def _env_dir_note() -> Optional[str]:
     """What is wrong with ``$D2LBN_DATA`` when it is set but lacks some of the four files."""
     env = os.environ.get(_ENV_VAR, "")
-    if not env or _files_in(Path(env)) is not None:
+    if not env or _files_in(Path(env).expanduser()) is not None:
         return None
-    folder = Path(env)
+    folder = Path(env).expanduser()
     if not folder.is_dir():
         return f"{_ENV_VAR}={env} is set, but there is no such folder; looking in the next places"
     missing = [name for name in _FILE_NAMES if not any((folder / n).is_file() for n in (name, name + ".gz"))]
@@ -357,7 +358,7 @@ def fashion_mnist_tensors(
     if note is not None:  # an incomplete D2LBN_DATA is never the folder the files came from
         warnings.warn(note, stacklevel=3)
     if files is None:
-        _download(Path(root) if root is not None else _user_cache_dir())
+        _download(Path(root).expanduser() if root is not None else _user_cache_dir())
         files = _locate_files(root)
         if files is None:  # pragma: no cover - the download just put the files in place
             raise FashionMNISTError(_three_ways())
@@ -396,7 +397,8 @@ class TensorBatches:
     shape ``(B, 1, H, W)`` (resized when asked), the labels are ``int64``. With ``shuffle``,
     every epoch visits the examples in a fresh random order drawn from the iterator's own
     :class:`torch.Generator`, so two iterators with the same seed give the same orders and the
-    global random state is left alone.
+    global random state is left alone. An iterator that has served some epochs goes on with the
+    next order of its sequence; to replay the first epochs, make a new one.
 
     Parameters
     ----------

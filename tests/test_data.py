@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import urllib.error
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -349,6 +350,28 @@ def test_search_order_root_then_env_then_cache_then_system(fake: Fake, monkeypat
     for name in NAMES:
         (fake.system / (name + ".gz")).unlink()
     assert locate_fashion_mnist() is None
+
+
+def test_a_leading_tilde_is_the_home_folder(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``~`` in root or D2LBN_DATA is expanded, as torchvision and a shell do."""
+    fake.write(fake.home / "fm")
+    fake.write(fake.system, gz=True)
+    assert locate_fashion_mnist("~/fm") == fake.home / "fm"
+    monkeypatch.setenv("D2LBN_DATA", "~/fm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "there is no such folder" note
+        assert locate_fashion_mnist() == fake.home / "fm"
+        load_fashion_mnist(4)
+
+
+def test_a_download_into_a_tilde_root_goes_to_the_home_folder(
+    fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "_fetch", fake.fetcher())
+    monkeypatch.chdir(tmp_path)
+    load_fashion_mnist(4, root="~/downloaded")
+    assert files_under(fake.home / "downloaded") == sorted(NAMES)
+    assert not (tmp_path / "~").exists()
 
 
 def test_an_incomplete_folder_is_passed_over(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
