@@ -154,14 +154,20 @@ def snapshot(
     outputs: List[List[Tensor]] = [[] for _ in layers]
 
     def recorder(index: int):
-        def hook(module: nn.Module, args: Tuple[Tensor, ...], output: Tensor) -> None:
-            inputs[index].append(args[0])
+        def before(module: nn.Module, args: Tuple[Tensor, ...]) -> None:
+            # An in-place activation (nn.ReLU(inplace=True)) overwrites its input: keep a copy.
+            inputs[index].append(args[0].detach().clone() if getattr(module, "inplace", False) else args[0])
+
+        def after(module: nn.Module, args: Tuple[Tensor, ...], output: Tensor) -> None:
             outputs[index].append(output)
 
-        return hook
+        return before, after
 
     saved = [buffer.clone() for buffer in net.buffers()]
-    handles = [layer.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
+    handles = []
+    for i, layer in enumerate(layers):
+        before, after = recorder(i)
+        handles += [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
     cuda_devices = [X.device.index or 0] if X.device.type == "cuda" else []
     try:
         with torch.enable_grad(), torch.random.fork_rng(devices=cuda_devices):

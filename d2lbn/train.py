@@ -186,7 +186,10 @@ def try_gpu(i: int = 0) -> torch.device:
 def set_seed(seed: int) -> None:
     """Seed Python's :mod:`random`, NumPy's global generator and PyTorch (CPU and every GPU).
 
-    After ``set_seed(s)``, building a network and training it on the CPU repeats exactly. On a
+    After ``set_seed(s)``, building a network and training it on the CPU repeats exactly,
+    provided the data comes in the same order: d2lbn's loaders draw their orders from their own
+    seeded generators, not from the global ones, so build them again too (an iterator that has
+    already served epochs goes on with new orders). On a
     GPU some kernels (cuDNN convolutions, atomic additions) are nondeterministic, so results
     agree closely but not always to the last bit; ``torch.use_deterministic_algorithms(True)``
     trades speed for exact repeats there.
@@ -239,13 +242,21 @@ def _num_correct(y_hat: Tensor, y: Tensor) -> Tensor:
     """Number of correct predictions, as a 0-d tensor on the device (no synchronization).
 
     Several outputs per example are class scores: the prediction is the argmax (against integer
-    labels, or against the argmax of one-hot or probability targets). A single output per
-    example is a logit: the prediction is ``y_hat > 0``, against labels ``y > 0.5``.
+    labels of shape ``(N,)`` or ``(N, 1)``, or against the argmax of one-hot or probability
+    targets of the scores' shape). A single output per example is a logit: the prediction is
+    ``y_hat > 0``, against labels ``y > 0.5``.
     """
     if y_hat.dim() > 1 and y_hat.shape[1] > 1:
         pred = y_hat.argmax(dim=1)
-        if y.dim() > 1:
+        if y.shape == y_hat.shape:  # one-hot or probability targets
             y = y.argmax(dim=1)
+        elif y.numel() == pred.numel():  # class indices, (N,) or (N, 1)
+            y = y.reshape(pred.shape)
+        else:
+            raise ValueError(
+                f"labels of shape {tuple(y.shape)} do not fit class scores of shape {tuple(y_hat.shape)}: "
+                "give class indices of shape (N,) or one-hot targets of the scores' shape"
+            )
         return (pred == y).sum()
     return ((y_hat.reshape(-1) > 0) == (y.reshape(-1) > 0.5)).sum()
 

@@ -28,6 +28,7 @@ PyTorch; only the running variance an instance norm can keep is unbiased, as in 
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -259,7 +260,8 @@ def group_norm(
             f"the input's {c} channels cannot be split into num_groups={num_groups} equal groups; "
             f"pick num_groups among the divisors of {c}: {[g for g in range(1, c + 1) if c % g == 0]}"
         )
-    grouped = x.reshape(n, num_groups, -1)  # (N, G, C/G * H * W): one row per group of one example
+    per_group = (c // num_groups) * math.prod(x.shape[2:])
+    grouped = x.reshape(n, num_groups, per_group)  # one row per group of one example
     if grouped.shape[2] == 1:
         raise ValueError(
             f"each group of the input of shape {list(x.shape)} holds a single value (num_groups={num_groups} "

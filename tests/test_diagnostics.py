@@ -129,6 +129,17 @@ def test_snapshot_with_relu_and_an_unused_layer():
     assert torch.equal(snap.weight_grads[1], torch.zeros(3, 3))
 
 
+def test_snapshot_of_an_in_place_activation_keeps_its_input():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 20), nn.ReLU(inplace=True), nn.Linear(20, 10))
+    X, y = batch()
+    snap = snapshot(net, X, y)
+    expected = net[1](net[0](X)).detach()
+    assert (expected < 0).any()
+    assert torch.equal(snap.pre_activations[0], expected)
+    assert torch.equal(snap.activations[0], expected.clamp(min=0))
+
+
 def test_snapshot_errors():
     X, y = batch()
     with pytest.raises(ValueError, match="no activation module"):

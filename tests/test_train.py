@@ -203,6 +203,16 @@ def test_evaluate_accuracy_binary_logits_and_one_hot_targets():
     assert evaluate_accuracy(net, [(scores, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))], "cpu") == 0.5
 
 
+def test_evaluate_accuracy_takes_class_indices_as_a_column_too():
+    net = nn.Identity()
+    scores = torch.tensor([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 0, 0])
+    assert evaluate_accuracy(net, [(scores, labels)], "cpu") == 2 / 3
+    assert evaluate_accuracy(net, [(scores, labels.view(-1, 1))], "cpu") == 2 / 3
+    with pytest.raises(ValueError, match=r"labels of shape \(3, 2\) do not fit class scores of shape \(3, 3\)"):
+        evaluate_accuracy(net, [(scores, torch.zeros(3, 2))], "cpu")
+
+
 def test_train_uses_training_mode_and_evaluates_in_eval_mode():
     probe = ModeProbe()
     train_iter = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))] * 2

@@ -206,6 +206,16 @@ def test_group_norm_refuses_groups_of_one_value_for_any_batch_size():
                                torch.tensor([[-1.0, 1.0, -1.0, 1.0]]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(0, 6, 5, 5), (0, 6)])
+def test_group_norm_of_an_empty_batch_is_empty_like_torch(shape):
+    ours, theirs = pair(GroupNorm(2, 6), nn.GroupNorm(2, 6))
+    x = torch.randn(shape, requires_grad=True)
+    y = ours(x)
+    assert y.shape == theirs(x).shape == x.shape
+    y.sum().backward()
+    assert torch.equal(ours.weight.grad, torch.zeros(6))
+
+
 def test_group_norm_without_bias_matches_torch():
     ours, theirs = pair(GroupNorm(2, 4, bias=False), nn.GroupNorm(2, 4, bias=False))
     assert ours.bias is None
