@@ -27,7 +27,15 @@ from d2lbn.data import (
 from d2lbn.distributed import SyncBatchNorm, convert_sync_batchnorm
 from d2lbn.models import count_parameters, lenet, mlp
 from d2lbn.norm import BatchNorm, BatchNormFunction, batch_norm, fold_batch_norm
-from d2lbn.plot import plot_histograms, plot_history, plot_lines, plot_percentiles, set_style, show_images
+from d2lbn.plot import (
+    label_log_axis,
+    plot_histograms,
+    plot_history,
+    plot_lines,
+    plot_percentiles,
+    set_style,
+    show_images,
+)
 from d2lbn.train import History, evaluate_accuracy, set_seed, train, try_gpu
 from d2lbn.variants import GroupNorm, InstanceNorm, LayerNorm
 
@@ -61,6 +69,7 @@ __all__ = [
     "set_style",
     "plot_history",
     "plot_lines",
+    "label_log_axis",
     "plot_percentiles",
     "plot_histograms",
     "show_images",

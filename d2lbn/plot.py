@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from cycler import cycler
 from matplotlib.axes import Axes
+from matplotlib.ticker import LogFormatterSciNotation, NullLocator
 
 from d2lbn.train import History
 
@@ -32,6 +33,7 @@ __all__ = [
     "set_style",
     "plot_history",
     "plot_lines",
+    "label_log_axis",
     "plot_percentiles",
     "plot_histograms",
     "show_images",
@@ -281,6 +283,65 @@ def plot_lines(
             ax.plot(x[: len(values)], values, linestyle=("-", "--", "-.", ":")[i % 4], label=name)
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale)
         _legend(ax)
+    return ax
+
+
+class _PlainLogFormatter(LogFormatterSciNotation):
+    """matplotlib's choice of which log ticks to label, written 0.3 or 20 rather than 3 x 10^-1."""
+
+    def __call__(self, x: float, pos: Optional[int] = None) -> str:
+        label = super().__call__(x, pos)
+        plain = f"{x:g}"
+        return plain if label and "e" not in plain else label  # powers of ten beyond 1e-4 or 1e5 stay
+
+
+def label_log_axis(ax: Axes, axis: str = "x", ticks: Optional[ArrayLike] = None) -> Axes:
+    """Write the tick labels of a log axis as plain numbers: 0.25, 2, 30 instead of powers of ten.
+
+    matplotlib labels a log axis at powers of ten, and, when the axis spans less than a couple of
+    decades, at some ticks in between, written ``3 x 10^-1``. This keeps its choice of ticks and
+    writes them as plain numbers (values below ``1e-4`` or above ``1e5`` keep the power-of-ten
+    form). With ``ticks``, the axis is labelled exactly there instead, for example at the
+    learning rates or batch sizes a sweep tried, and its minor ticks are removed.
+
+    Parameters
+    ----------
+    ax
+        The axes; the chosen axis must already be on a log scale.
+    axis
+        ``"x"`` or ``"y"``.
+    ticks
+        Values to put the ticks at, or ``None`` to keep matplotlib's.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``.
+
+    Examples
+    --------
+    >>> ax = plot_lines([0.01, 0.1, 1, 10], {"BN": [0.6, 0.7, 0.7, 0.5]}, xscale="log",
+    ...                 title="Test accuracy", xlabel="learning rate", ylabel="accuracy")
+    >>> [t.get_text() for t in label_log_axis(ax, "x", ticks=[0.01, 0.03, 0.1, 1, 10]).get_xticklabels()]
+    ['0.01', '0.03', '0.1', '1', '10']
+    >>> plt.close("all")
+    """
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if target.get_scale() != "log":
+        raise ValueError(
+            f"the {axis} axis has a {target.get_scale()} scale, not log; call ax.set_{axis}scale('log') first"
+        )
+    if ticks is None:
+        target.set_major_formatter(_PlainLogFormatter())
+        target.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    else:
+        values = _numpy(ticks).ravel()
+        if values.size == 0 or (values <= 0).any():
+            raise ValueError(f"ticks must be positive numbers on a log axis, got {values.tolist()}")
+        target.set_ticks(values, [f"{v:g}" for v in values])
+        target.set_minor_locator(NullLocator())
     return ax
 
 

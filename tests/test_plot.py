@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 from d2lbn import plot  # noqa: E402
 from d2lbn.plot import (  # noqa: E402
+    label_log_axis,
     PALETTE,
     STYLE,
     plot_histograms,
@@ -157,6 +158,45 @@ def test_plot_lines_errors():
         plot_lines([1], {}, title="t", xlabel="x", ylabel="y")
     with pytest.raises(ValueError, match="no longer than x"):
         plot_lines([1, 2], {"a": [1, 2, 3]}, title="t", xlabel="x", ylabel="y")
+
+
+def drawn_labels(ax, axis: str, minor: bool) -> list[str]:
+    ax.figure.canvas.draw()
+    getter = ax.get_xticklabels if axis == "x" else ax.get_yticklabels
+    return [t.get_text() for t in getter(minor=minor) if t.get_text()]
+
+
+def test_label_log_axis_writes_plain_numbers_where_matplotlib_writes_powers():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [0.25, 6])
+    ax.set_yscale("log")
+    assert any("times" in text for text in drawn_labels(ax, "y", minor=True))  # 3 x 10^-1 and the like
+    label_log_axis(ax, "y")
+    assert drawn_labels(ax, "y", minor=False) == ["0.1", "1", "10"]
+    assert drawn_labels(ax, "y", minor=True) == ["0.2", "0.3", "0.4", "0.6", "2", "3", "4", "6"]
+    ax.set_ylim(1e-6, 1)  # far from 1: powers of ten again
+    assert all(text.startswith("$") for text in drawn_labels(ax, "y", minor=False)[:2])
+    plt.close(fig)
+
+
+def test_label_log_axis_at_given_ticks_drops_the_minor_ones():
+    ax = plot_lines([0.1, 1, 3, 30], {"BN": [0.5, 0.7, 0.7, 0.4]}, title="t", xlabel="x", ylabel="y", xscale="log")
+    label_log_axis(ax, "x", ticks=torch.tensor([0.1, 0.3, 1, 3, 30]))
+    assert drawn_labels(ax, "x", minor=False) == ["0.1", "0.3", "1", "3", "30"]
+    assert list(ax.get_xticks(minor=True)) == []
+    plt.close("all")
+
+
+def test_label_log_axis_errors():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match=r"linear scale, not log; call ax.set_xscale\('log'\) first"):
+        label_log_axis(ax)
+    ax.set_xscale("log")
+    with pytest.raises(ValueError, match="axis must be 'x' or 'y'"):
+        label_log_axis(ax, "z")
+    with pytest.raises(ValueError, match="positive"):
+        label_log_axis(ax, ticks=[0, 1])
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- plot_percentiles
