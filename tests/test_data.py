@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -287,6 +288,10 @@ def test_resize_resizes_each_batch(fake: Fake, resize, size) -> None:
         X, _ = next(iter(batches))
         assert X.shape == (4, 1) + size and X.dtype == torch.float32
         assert X.min().item() >= -1e-6 and X.max().item() <= 1 + 1e-6
+    # the test set keeps file order: its first batch is the first four images, resized as documented
+    first = test_iter.images[:4].float().div(255).unsqueeze(1)
+    expected = F.interpolate(first, size=size, mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(next(iter(test_iter))[0], expected)
     assert train_iter.images.shape == (N_TRAIN, 28, 28), "the stored images keep their size"
 
 

@@ -107,6 +107,11 @@ def test_snapshot_of_a_lenet_and_a_custom_loss():
     snap = snapshot(net, X, y, loss_fn=lambda out, t: nn.functional.cross_entropy(out, t, reduction="sum"))
     assert [tuple(a.shape) for a in snap.activations] == [(8, 6, 24, 24), (8, 16, 8, 8), (8, 120), (8, 84)]
     assert [tuple(g.shape) for g in snap.weight_grads] == [(6, 1, 5, 5), (16, 6, 5, 5), (120, 256), (84, 120), (10, 84)]
+    # the loss given is the one used: a sum over 8 examples is 8 times the default mean
+    mean = snapshot(net, X, y)
+    assert snap.loss == pytest.approx(8 * mean.loss, rel=1e-5)
+    for g_sum, g_mean in zip(snap.weight_grads, mean.weight_grads):
+        torch.testing.assert_close(g_sum, 8 * g_mean, rtol=1e-4, atol=1e-6)
 
 
 def test_snapshot_with_relu_and_an_unused_layer():

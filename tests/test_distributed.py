@@ -515,9 +515,19 @@ def test_shard_forward_backward_in_one_process_group(group_of_one):
     torch.manual_seed(13)
     x, grad = torch.randn(6, 2), torch.randn(6, 2)
     result = shard_forward_backward({"sync": SyncBatchNorm(2), "plain": BatchNorm(2, num_dims=2)}, x, grad)
-    assert torch.equal(result["sync"]["y"], result["plain"]["y"])
     assert set(result["sync"]) == {"y", "grad_x", "grads", "state"}
     assert set(result["sync"]["grads"]) == {"weight", "bias"}
+    # one process holds the whole batch: both agree with nn.BatchNorm1d on all of it
+    reference, xr = nn.BatchNorm1d(2), x.clone().requires_grad_(True)
+    yr = reference(xr)
+    yr.backward(grad)
+    for r in result.values():
+        torch.testing.assert_close(r["y"], yr.detach())
+        torch.testing.assert_close(r["grad_x"], xr.grad)
+        torch.testing.assert_close(r["grads"]["weight"], reference.weight.grad)
+        torch.testing.assert_close(r["grads"]["bias"], reference.bias.grad)
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            torch.testing.assert_close(r["state"][key], reference.state_dict()[key])
 
 
 # A launcher in miniature: it starts a worker that appends a line to a file every 20 ms (until a

@@ -83,8 +83,12 @@ def test_history_summary_and_final_without_a_test_set_or_epochs():
 
 
 def test_train_loss_and_accuracy_are_the_means_over_the_epoch():
-    # a network with no parameters to learn: the loss and accuracy of each batch are known
+    # a network that does not learn (lr 0), set so that the per-example means over the epoch (2/3
+    # correct) differ from the means of the batch means (3/4 correct)
     net = nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+        net.bias.zero_()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
     X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     batches = [(X[:2], torch.tensor([0, 0])), (X[2:], torch.tensor([0]))]
@@ -94,7 +98,10 @@ def test_train_loss_and_accuracy_are_the_means_over_the_epoch():
         expected_loss = nn.functional.cross_entropy(logits, torch.tensor([0, 0, 0])).item()
         expected_acc = (logits.argmax(1) == 0).float().mean().item()
     assert history.train_loss[0] == pytest.approx(expected_loss, rel=1e-6)
-    assert history.train_acc[0] == pytest.approx(expected_acc)
+    assert history.train_acc[0] == pytest.approx(expected_acc) == pytest.approx(2 / 3)
+    batch_mean_loss = (nn.functional.cross_entropy(logits[:2], torch.tensor([0, 0])).item()
+                       + nn.functional.cross_entropy(logits[2:], torch.tensor([0])).item()) / 2
+    assert history.train_loss[0] != pytest.approx(batch_mean_loss, rel=1e-3)
     assert math.isnan(history.test_acc[0])
 
 
@@ -320,10 +327,25 @@ def test_try_gpu_returns_the_best_device():
         assert try_gpu(3) == torch.device("cpu")
 
 
-def test_default_device_is_try_gpu():
+def test_try_gpu_prefers_cuda_then_mps_then_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert (try_gpu(), try_gpu(1)) == (torch.device("cuda:0"), torch.device("cuda:1"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert try_gpu() == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert try_gpu() == torch.device("cpu")
+
+
+def test_default_device_is_try_gpu(monkeypatch):
     train_iter, _ = separable()
     history = train(small_net(), train_iter[:1], None, 1, 0.1, progress=False)
     assert history.device == str(try_gpu())
+    calls = []
+    monkeypatch.setattr(train_module, "try_gpu", lambda i=0: calls.append(i) or torch.device("cpu"))
+    train(small_net(), train_iter[:1], None, 1, 0.1, progress=False)
+    assert calls == [0]
 
 
 # ---------------------------------------------------------------------------------- displays
