@@ -21,10 +21,12 @@ running statistics move by ``running = (1 - momentum) * running + momentum * bat
 from __future__ import annotations
 
 import copy
-from typing import Optional, Tuple, Union
+import functools
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch._C import _functions as _autograd_functions  # DelayedError, as once_differentiable uses
 
 __all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_batch_norm"]
 
@@ -91,6 +93,39 @@ def _check_input(x: Tensor, training: bool) -> None:
         )
 
 
+_SECOND_DERIVATIVE_ERROR = (
+    "the hand-derived backward pass of d2lbn's batch norm gives first derivatives only, and a second "
+    "derivative was taken through it. Use BatchNorm(..., manual_backward=False) (or "
+    "batch_norm(..., manual_backward=False)), whose op-by-op formula autograd can differentiate as "
+    "often as needed"
+)
+
+
+def _first_derivatives_only(backward: Callable) -> Callable:
+    """:func:`torch.autograd.function.once_differentiable`, with an error that says what to do.
+
+    The backward pass runs without recording a graph. When it was called to build one
+    (``create_graph=True``) from gradients that require grad, its outputs are returned through
+    a node that raises the error only if a second derivative is actually taken through them,
+    so a double-backward computation that does not pass through batch norm still works.
+    """
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        if not torch.is_grad_enabled() or not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
+            return outputs
+        error = _autograd_functions.DelayedError(_SECOND_DERIVATIVE_ERROR.encode(), len(outputs))
+
+        def flagged(t: Optional[Tensor]) -> Optional[Tensor]:
+            return None if t is None else t.detach().requires_grad_(True)
+
+        return error(*[flagged(t) for t in outputs])
+
+    return wrapper
+
+
 class BatchNormFunction(torch.autograd.Function):
     r"""The training-mode batch-norm transform with a hand-derived backward pass.
 
@@ -115,8 +150,10 @@ class BatchNormFunction(torch.autograd.Function):
     Forward and backward each read the activation tensor only a few times and do the rest on
     per-channel vectors, so the module that uses this function trains about as fast as
     PyTorch's fused C++ kernel (see ``benchmarks/bench_batchnorm.py``). The backward pass gives
-    first derivatives only: differentiating it again (``create_graph=True``, as a gradient penalty
-    or a Hessian-vector product needs) raises an error that points to ``manual_backward=False``.
+    first derivatives only. As with ``@once_differentiable``, a graph built through it with
+    ``create_graph=True`` works for whatever does not differentiate it again; a second derivative
+    through it (a gradient penalty on the input, a Hessian-vector product) fails, and
+    ``.backward()`` then raises an error that points to ``manual_backward=False``.
 
     Examples
     --------
@@ -161,14 +198,8 @@ class BatchNormFunction(torch.autograd.Function):
         return y.to(ctx.input_dtype)
 
     @staticmethod
+    @_first_derivatives_only
     def backward(ctx, grad_y: Tensor):
-        if torch.is_grad_enabled():  # backward(create_graph=True): second derivatives wanted
-            raise RuntimeError(
-                "the hand-derived backward pass of d2lbn's batch norm gives first derivatives only, and "
-                "this backward pass was asked to build a graph (create_graph=True) for higher ones. Use "
-                "BatchNorm(..., manual_backward=False) (or batch_norm(..., manual_backward=False)), "
-                "whose op-by-op formula autograd can differentiate as often as needed"
-            )
         centered, inv_std, scale = ctx.saved_tensors  # scale = gamma / sqrt(var + eps)
         grad_y = grad_y.to(centered.dtype)
         grad_beta = _channel_sum(grad_y)

@@ -374,13 +374,29 @@ def test_wrong_number_of_dimensions_says_which_num_dims_to_use():
         BatchNorm(6, num_dims=2)(torch.randn(8, 6, 5))
 
 
+def test_a_second_derivative_that_does_not_pass_through_batch_norm_works():
+    # a penalty on the last layer's weight gradient: create_graph=True, but only batch norm's
+    # forward pass is differentiated a second time, as with nn.BatchNorm1d
+    torch.manual_seed(4)
+    X = torch.randn(16, 4)
+    penalties = []
+    for norm in (BatchNorm(3, num_dims=2), nn.BatchNorm1d(3)):
+        torch.manual_seed(5)
+        net = nn.Sequential(nn.Linear(4, 3), norm, nn.Sigmoid(), nn.Linear(3, 2))
+        grads = torch.autograd.grad(net(X).square().mean(), list(net.parameters()), create_graph=True)
+        penalties.append(torch.autograd.grad(grads[-2].square().sum(), [net[3].weight, net[0].weight]))
+    for a, b in zip(*penalties):
+        torch.testing.assert_close(a, b)
+
+
 def test_second_derivatives_need_manual_backward_false():
     torch.manual_seed(3)
     x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
     ours, theirs = make_pair(3, 2, manual_backward=True)
     ours.double()
+    (grad,) = torch.autograd.grad(ours(x).pow(3).sum(), x, create_graph=True)  # builds the graph
     with pytest.raises(RuntimeError, match=r"first derivatives only.*manual_backward=False"):
-        torch.autograd.grad(ours(x).pow(3).sum(), x, create_graph=True)
+        grad.square().sum().backward()  # a second derivative through the hand-derived pass
     ours, theirs = make_pair(3, 2, manual_backward=False)
     ours.double(), theirs.double()
     second = []
