@@ -292,7 +292,7 @@ class _PlainLogFormatter(LogFormatterSciNotation):
     def __call__(self, x: float, pos: Optional[int] = None) -> str:
         label = super().__call__(x, pos)
         plain = f"{x:g}"
-        return plain if label and "e" not in plain else label  # powers of ten beyond 1e-4 or 1e5 stay
+        return plain if label and "e" not in plain else label  # below 1e-4 and from 1e6 up: powers
 
 
 def label_log_axis(ax: Axes, axis: str = "x", ticks: Optional[ArrayLike] = None) -> Axes:
@@ -300,7 +300,7 @@ def label_log_axis(ax: Axes, axis: str = "x", ticks: Optional[ArrayLike] = None)
 
     matplotlib labels a log axis at powers of ten, and, when the axis spans less than a couple of
     decades, at some ticks in between, written ``3 x 10^-1``. This keeps its choice of ticks and
-    writes them as plain numbers (values below ``1e-4`` or above ``1e5`` keep the power-of-ten
+    writes them as plain numbers (values below ``1e-4`` or from ``1e6`` up keep the power-of-ten
     form). With ``ticks``, the axis is labelled exactly there instead, for example at the
     learning rates or batch sizes a sweep tried, and its minor ticks are removed.
 
