@@ -115,14 +115,19 @@ def _user_cache_dir() -> Path:
     return base / "d2lbn" / "fashion-mnist"
 
 
+def _folder(path: PathLike) -> Path:
+    """A folder the user named (``root`` or ``$D2LBN_DATA``), with ``~`` expanded as a shell would."""
+    return Path(path).expanduser()
+
+
 def _search_dirs(root: Optional[PathLike]) -> List[Path]:
     """The folders to look in, in order of preference."""
     dirs = []
     if root is not None:
-        dirs.append(Path(root).expanduser())
+        dirs.append(_folder(root))
     env = os.environ.get(_ENV_VAR, "")
     if env:
-        dirs.append(Path(env).expanduser())
+        dirs.append(_folder(env))
     dirs.append(_user_cache_dir())
     dirs.append(_SYSTEM_DIR)
     return dirs
@@ -145,9 +150,9 @@ def _files_in(directory: Path) -> Optional[Dict[str, Path]]:
 def _env_dir_note() -> Optional[str]:
     """What is wrong with ``$D2LBN_DATA`` when it is set but lacks some of the four files."""
     env = os.environ.get(_ENV_VAR, "")
-    if not env or _files_in(Path(env).expanduser()) is not None:
+    if not env or _files_in(_folder(env)) is not None:
         return None
-    folder = Path(env).expanduser()
+    folder = _folder(env)
     if not folder.is_dir():
         return f"{_ENV_VAR}={env} is set, but there is no such folder; looking in the next places"
     missing = [name for name in _FILE_NAMES if not any((folder / n).is_file() for n in (name, name + ".gz"))]
@@ -358,7 +363,7 @@ def fashion_mnist_tensors(
     if note is not None:  # an incomplete D2LBN_DATA is never the folder the files came from
         warnings.warn(note, stacklevel=3)
     if files is None:
-        _download(Path(root).expanduser() if root is not None else _user_cache_dir())
+        _download(_folder(root) if root is not None else _user_cache_dir())
         files = _locate_files(root)
         if files is None:  # pragma: no cover - the download just put the files in place
             raise FashionMNISTError(_three_ways())

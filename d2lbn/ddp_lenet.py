@@ -133,8 +133,8 @@ def train_data_parallel(
     sync_buffers
         DDP's option (``forward_sync_buffers``; PyTorch 2.13 deprecated the older name,
         ``broadcast_buffers``, which earlier versions need): before each forward pass, copy
-        process 0's buffers (the running statistics) to the others. With ``False`` and ``norm="local"``, each process keeps running statistics
-        of its own shards.
+        process 0's buffers (the running statistics) to the others. With ``False`` and
+        ``norm="local"``, each process keeps running statistics of its own shards.
     device
         Where to train; by default GPU ``LOCAL_RANK`` when there are GPUs, else the CPU.
 
