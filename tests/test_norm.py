@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
@@ -50,8 +50,14 @@ def assert_same_step(
     torch.testing.assert_close(x1.grad, x2.grad, atol=grad_atol, rtol=10 * rtol)
     for (name, p1), (_, p2) in zip(ours.named_parameters(), theirs.named_parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, atol=atol, rtol=10 * rtol, msg=f"gradient of {name}")
+    # A float32 mean of values of size |x| is rounded to about |x| * 2^-24 whatever its own size (a
+    # mean near 0 of values near 40 too), and a variance to about |x|^2 * 2^-24; both
+    # implementations round, in different orders, so the buffers agree to that, and to 1e-6 for
+    # inputs of size 1 or less.
+    size = max(1.0, x.abs().max().item())
+    buffer_atol = {"running_mean": 1e-6 * size, "running_var": 1e-6 * size**2}
     for (name, b1), (_, b2) in zip(ours.named_buffers(), theirs.named_buffers()):
-        torch.testing.assert_close(b1, b2, atol=1e-6, rtol=rtol, msg=f"buffer {name}")
+        torch.testing.assert_close(b1, b2, atol=buffer_atol.get(name, 1e-6), rtol=rtol, msg=f"buffer {name}")
 
 
 SHAPES = [(16, 5), (7, 3, 11), (8, 3, 6, 6), (2, 4, 1, 1), (32, 16, 4, 4)]
@@ -115,6 +121,8 @@ def test_evaluation_mode_follows_the_buffers_like_torch(how):
     shift=st.floats(-50.0, 50.0),
     seed=st.integers(0, 2**16),
 )
+# found by hypothesis in CI: a mean near 0 (0.0149) of values near 40, rounded 1.4e-6 apart
+@example(n=6, c=3, spatial=(), momentum=1.0, eps=1e-5, scale=32.0, shift=0.0, seed=55572)
 def test_property_matches_torch_for_any_shape_and_hyperparameters(n, c, spatial, momentum, eps, scale, shift, seed):
     torch.manual_seed(seed)
     shape = (n, c) + spatial
