@@ -26,7 +26,6 @@ from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch._C import _functions as _autograd_functions  # DelayedError, as once_differentiable uses
 
 __all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_batch_norm"]
 
@@ -101,6 +100,18 @@ _SECOND_DERIVATIVE_ERROR = (
 )
 
 
+class _NoSecondDerivative(torch.autograd.Function):
+    """Passes tensors through unchanged; differentiating through it raises the error above."""
+
+    @staticmethod
+    def forward(ctx, *tensors: Tensor) -> Tuple[Tensor, ...]:
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> Tuple[Tensor, ...]:
+        raise RuntimeError(_SECOND_DERIVATIVE_ERROR)
+
+
 def _first_derivatives_only(backward: Callable) -> Callable:
     """:func:`torch.autograd.function.once_differentiable`, with an error that says what to do.
 
@@ -116,12 +127,14 @@ def _first_derivatives_only(backward: Callable) -> Callable:
             outputs = backward(ctx, *grads)
         if not torch.is_grad_enabled() or not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
             return outputs
-        error = _autograd_functions.DelayedError(_SECOND_DERIVATIVE_ERROR.encode(), len(outputs))
-
-        def flagged(t: Optional[Tensor]) -> Optional[Tensor]:
-            return None if t is None else t.detach().requires_grad_(True)
-
-        return error(*[flagged(t) for t in outputs])
+        present = [i for i, t in enumerate(outputs) if t is not None]
+        if not present:
+            return outputs
+        flagged = _NoSecondDerivative.apply(*[outputs[i].detach().requires_grad_(True) for i in present])
+        result = list(outputs)
+        for i, t in zip(present, flagged):
+            result[i] = t
+        return tuple(result)
 
     return wrapper
 
