@@ -174,12 +174,12 @@ class SyncBatchNormFunction(torch.autograd.Function):
         dims = _reduce_dims(x)
         local_count = x.numel() // num_channels if num_channels else 0
         acc = _stats_dtype(x)
+        input_dtype, x = x.dtype, x.to(_compute_dtype(x))  # half and bfloat16: work in float32
         # This process's count, sum and sum of squares about its own mean (two local passes).
         if local_count > 0:
-            xs = x.to(_compute_dtype(x))  # half: accumulate in float32
-            local_mean = xs.sum(dims, dtype=acc) / local_count
-            center = local_mean.to(xs.dtype)  # the mean rounded to the input's precision
-            local_m2 = (xs - _per_channel(center, xs)).square_().sum(dims, dtype=acc)
+            local_mean = x.sum(dims, dtype=acc) / local_count
+            center = local_mean.to(x.dtype)  # the mean rounded to the working precision
+            local_m2 = (x - _per_channel(center, x)).square_().sum(dims, dtype=acc)
             local_m2 -= local_count * (local_mean - center).square()  # squares about the exact mean
         else:
             local_mean = local_m2 = torch.zeros(num_channels, dtype=acc, device=x.device)
@@ -211,12 +211,14 @@ class SyncBatchNormFunction(torch.autograd.Function):
         ctx.save_for_backward(centered, inv_std, scale)
         ctx.count = count
         ctx.process_group = process_group
-        return y
+        ctx.input_dtype = input_dtype
+        return y.to(input_dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: Tensor):
         centered, inv_std, scale = ctx.saved_tensors
+        grad_y = grad_y.to(centered.dtype)
         num_channels = centered.shape[1]
         dims = _reduce_dims(centered)
         # This process's sums: of dl/dy (dl/dbeta) and of dl/dy * (x - mean) (dl/dgamma / inv_std).
@@ -234,6 +236,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
             grad_x += global_dy * (-1.0 / ctx.count)
             grad_x += grad_y
             grad_x *= scale
+            grad_x = grad_x.to(ctx.input_dtype)
         grad_weight = (sum_dy_xmu * inv_std.view(-1)) if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None, None, None

@@ -336,7 +336,29 @@ def test_function_in_a_group_of_one_equals_batch_norm_function(group_of_one):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_in_a_group_of_one_keeps_its_dtype_like_batch_norm(group_of_one, dtype):
+def test_half_precision_function_computes_in_float32_like_batch_norm_function(group_of_one, dtype):
+    """The synchronized path itself (the module would fall back to BatchNorm in a group of one):
+    statistics, output and the backward sums in float32, rounded once to the input's dtype. A
+    float16 computation would overflow: 64 * 16 * 16 values per channel, gradients near 3e4."""
+    torch.manual_seed(16)
+    x = (torch.randn(64, 4, 16, 16) * 3 + 2).to(dtype)
+    w, b = torch.rand(4) + 0.5, torch.rand(4)  # float32 parameters, as under autocast
+    r = torch.randn(x.shape)  # so that the input gradient is not a cancellation to zero
+    outputs, grads = [], []
+    for function, extra in ((SyncBatchNormFunction.apply, (None,)), (BatchNormFunction.apply, ())):
+        inputs = [t.clone().requires_grad_() for t in (x, w, b)]
+        y = function(*inputs, None, None, 0.1, 1e-5, *extra)
+        assert y.dtype == dtype
+        outputs.append(y)
+        grads.append(torch.autograd.grad((y.float().square() + r * y.float()).sum(), inputs))
+    torch.testing.assert_close(outputs[0].float(), outputs[1].float(), atol=2e-3, rtol=0.01)  # an ulp or so
+    for g_sync, g_plain in zip(*grads):
+        assert torch.isfinite(g_sync).all()
+        torch.testing.assert_close(g_sync.float(), g_plain.float(), atol=0.02 * g_plain.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_module_in_a_group_of_one_keeps_its_dtype_like_batch_norm(group_of_one, dtype):
     """Statistics in float32 (no overflow), output in the input's dtype, float32 parameters allowed."""
     torch.manual_seed(15)
     x = (torch.randn(16, 3, 4, 4) * 300).to(dtype)
