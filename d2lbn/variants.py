@@ -82,12 +82,18 @@ def standardize(x: Tensor, dims: Sequence[int], eps: float = 1e-5) -> Tensor:
     tensor([[-1., -1.],
             [ 1.,  1.]])
     """
+    return _standardized(x, dims, eps).to(x.dtype)
+
+
+def _standardized(x: Tensor, dims: Sequence[int], eps: float) -> Tensor:
+    """:func:`standardize`, left in the dtype it is computed in (float32 for half and bfloat16
+    inputs, whose squares overflow), so that a scale and shift can follow before one rounding."""
     dims = tuple(dims)
-    input_dtype, x = x.dtype, x.to(_compute_dtype(x))  # squares overflow in half: use float32
+    x = x.to(_compute_dtype(x))
     mean = x.mean(dim=dims, keepdim=True)
     centered = x - mean
     var = (centered * centered).mean(dim=dims, keepdim=True)
-    return (centered * torch.rsqrt(var + eps)).to(input_dtype)
+    return centered * torch.rsqrt(var + eps)
 
 
 def _per_channel(t: Tensor, x: Tensor) -> Tensor:
@@ -96,12 +102,13 @@ def _per_channel(t: Tensor, x: Tensor) -> Tensor:
 
 
 def _affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], x: Tensor) -> Tensor:
-    """Scale and shift ``y`` per channel (dimension 1 of ``x``), keeping the input's dtype."""
+    """Scale and shift ``y`` per channel (dimension 1 of ``x``) in ``y``'s dtype, then round once
+    to the input's dtype."""
     if weight is not None:
-        y = y * _per_channel(weight.to(x.dtype), x)
+        y = y * _per_channel(weight.to(y.dtype), x)
     if bias is not None:
-        y = y + _per_channel(bias.to(x.dtype), x)
-    return y
+        y = y + _per_channel(bias.to(y.dtype), x)
+    return y.to(x.dtype)
 
 
 def _as_shape(normalized_shape: Shape) -> Tuple[int, ...]:
@@ -189,12 +196,12 @@ def layer_norm(
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape normalized_shape={list(shape)}, got {list(t.shape)}")
-    y = standardize(x, dims=range(-k, 0), eps=eps)
+    y = _standardized(x, range(-k, 0), eps)
     if weight is not None:
-        y = y * weight.to(x.dtype)
+        y = y * weight.to(y.dtype)
     if bias is not None:
-        y = y + bias.to(x.dtype)
-    return y
+        y = y + bias.to(y.dtype)
+    return y.to(x.dtype)
 
 
 def _check_channels_first(x: Tensor, who: str, min_dims: int, layout: str) -> None:
@@ -268,7 +275,7 @@ def group_norm(
             f"equals the channels and there are no positions), which normalizes to 0 whatever the input. "
             "Use fewer groups, or layer norm after a linear layer"
         )
-    y = standardize(grouped, dims=[2], eps=eps).view_as(x)
+    y = _standardized(grouped, [2], eps).view(x.shape)
     return _affine(y, weight, bias, x)
 
 
@@ -332,8 +339,9 @@ def instance_norm(
                 "instance_norm with use_input_stats=False normalizes with the running statistics, so "
                 "running_mean and running_var must be given; pass use_input_stats=True to use each instance's own"
             )
-        scale = torch.rsqrt(running_var + eps)
-        y = ((x - _per_channel(running_mean, x)) * _per_channel(scale, x)).to(x.dtype)
+        compute = torch.promote_types(_compute_dtype(x), _compute_dtype(running_var))
+        scale = torch.rsqrt(running_var.to(compute) + eps)
+        y = (x.to(compute) - _per_channel(running_mean.to(compute), x)) * _per_channel(scale, x)
         return _affine(y, weight, bias, x)
     positions = 1
     for size in x.shape[2:]:
@@ -353,7 +361,7 @@ def instance_norm(
                 _update_running(running_mean, mean.mean(0), momentum)
             if running_var is not None:
                 _update_running(running_var, var.mean(0), momentum)
-    return _affine(standardize(x, dims=spatial, eps=eps), weight, bias, x)
+    return _affine(_standardized(x, spatial, eps), weight, bias, x)
 
 
 # ---------------------------------------------------------------------------- modules

@@ -3,6 +3,7 @@ gradients, running statistics and state_dict keys as torch.nn, and refuse bad in
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -406,3 +407,26 @@ def test_half_precision_keeps_its_dtype_and_does_not_overflow_like_torch(name, d
         assert y1.dtype == y2.dtype == dtype
         assert torch.isfinite(y1).all()
         torch.testing.assert_close(y1.float(), y2.float(), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_VARIANTS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_output_is_rounded_once_like_torch(name, dtype):
+    """Standardizing, scaling and shifting all happen in float32, and only the output is rounded
+    to the half dtype: (almost) every value is the exact result rounded, as with torch."""
+    torch.manual_seed(15)
+    ours, theirs = pair(*(make() for make in TORCH_VARIANTS[name]), dtype=dtype)
+    if name == "instance":  # running statistics away from 0 and 1, for evaluation mode
+        for bn in (ours, theirs):
+            bn.running_mean.copy_(torch.linspace(-1.5, 2.0, 6))
+            bn.running_var.copy_(torch.linspace(0.3, 3.0, 6))
+    x = (torch.randn(4, 6, 5, 5) * 2 + 0.5).to(dtype)
+    exact_model = copy.deepcopy(theirs).double()
+    for training in (False, True):  # evaluation first, before training moves the running statistics
+        for module in (ours, theirs, exact_model):
+            module.train(training)
+        with torch.no_grad():
+            exact = exact_model(x.double()).to(dtype)
+            ours_exact = (ours(x) == exact).double().mean().item()
+            torch_exact = (theirs(x) == exact).double().mean().item()
+        assert ours_exact > 0.99 and ours_exact >= torch_exact - 0.005, (training, ours_exact, torch_exact)
