@@ -295,7 +295,9 @@ def batch_norm(
         Weight of the new batch in the running statistics (PyTorch's convention; Keras's
         ``momentum`` is ``1 - momentum`` here).
     eps
-        Added to the variance before the square root.
+        Added to the variance before the square root. Unlike :func:`torch.nn.functional.batch_norm`,
+        which refuses ``eps=0`` in training, ``0`` is allowed, to show the paper's formula exactly
+        (a constant channel then gives ``nan``); a negative ``eps`` raises ``ValueError``.
     manual_backward
         ``True`` (default) uses :class:`BatchNormFunction` and its hand-derived backward pass,
         which gives first derivatives only; ``False`` writes the transform op by op and lets
@@ -314,6 +316,8 @@ def batch_norm(
             [ 1.,  1.]])
     """
     _check_input(x, training)
+    if eps < 0:
+        raise ValueError(f"batch_norm eps must be 0 or more, got {eps}; PyTorch's default is 1e-5")
     if x.numel() == 0:  # an empty batch: nothing to normalize, and no statistics to learn from
         y = x.clone()  # empty, but weight and bias stay in the graph: zero gradients, as in PyTorch
         if weight is not None:
@@ -330,15 +334,16 @@ def batch_norm(
             "so running_mean and running_var must be given; pass training=True to use the batch's own"
         )
     # In prediction the transform is a fixed affine map per channel: y = x * scale + shift,
-    # computed in float32 or wider and returned in the input's dtype.
-    scale = torch.rsqrt(running_var + eps)
+    # computed in float32 or wider (half-precision buffers and parameters too) and returned in
+    # the input's dtype.
+    compute = torch.promote_types(_compute_dtype(x), _compute_dtype(running_var))
+    scale = torch.rsqrt(running_var.to(compute) + eps)
     if weight is not None:
-        scale = scale * weight
-    shift = -running_mean * scale
+        scale = scale * weight.to(compute)
+    shift = -running_mean.to(compute) * scale
     if bias is not None:
-        shift = shift + bias
-    compute = torch.promote_types(_compute_dtype(x), scale.dtype)
-    y = x.to(compute) * _per_channel(scale.to(compute), x) + _per_channel(shift.to(compute), x)
+        shift = shift + bias.to(compute)
+    y = x.to(compute) * _per_channel(scale, x) + _per_channel(shift, x)
     return y.to(x.dtype)
 
 
@@ -575,7 +580,9 @@ def fold_batch_norm(
     Returns
     -------
     nn.Module
-        A copy of ``layer`` whose weight and bias include the batch norm (it always has a bias).
+        A copy of ``layer`` whose weight and bias include the batch norm. It always has a bias;
+        as in :mod:`torch.nn.utils.fusion`, the parameters keep their ``requires_grad`` flags and a
+        bias the layer did not have is made with ``requires_grad=False``.
 
     Examples
     --------
@@ -618,6 +625,12 @@ def fold_batch_norm(
         bias = shift if layer.bias is None else layer.bias.double() * scale + shift
 
         fused = copy.deepcopy(layer)
+        # Each parameter keeps its own dtype and requires_grad flag; a bias the layer did not have
+        # is made with requires_grad=False, as torch.nn.utils.fusion does.
+        old_bias = layer.bias
         fused.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
-        fused.bias = nn.Parameter(bias.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
+        fused.bias = nn.Parameter(
+            bias.to(layer.weight.dtype if old_bias is None else old_bias.dtype),
+            requires_grad=old_bias is not None and old_bias.requires_grad,
+        )
     return fused

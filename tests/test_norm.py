@@ -273,6 +273,27 @@ def test_half_precision_statistics_are_computed_in_float32_like_torch(dtype, man
     assert ours(x).dtype == theirs(x).dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_prediction_rounds_once_like_torch(dtype):
+    """A half model in eval mode computes scale and shift in float32 and rounds only the output,
+    so (almost) every value is the exact result rounded to the dtype, as with torch."""
+    torch.manual_seed(14)
+    ours, theirs = make_pair(3, 4)
+    with torch.no_grad():
+        for bn in (ours, theirs):
+            bn.running_mean.copy_(torch.tensor([0.3, -1.2, 2.0]))
+            bn.running_var.copy_(torch.tensor([0.5, 2.0, 3.3]))
+            bn.weight.copy_(torch.tensor([1.3, 0.7, -0.4]))
+            bn.bias.copy_(torch.tensor([0.1, -0.2, 0.5]))
+    ours, theirs = ours.to(dtype).eval(), theirs.to(dtype).eval()
+    x = (torch.randn(64, 3, 8, 8) * 2).to(dtype)
+    p = [t.double() for t in (theirs.running_mean, theirs.running_var, theirs.weight, theirs.bias)]
+    exact = F.batch_norm(x.double(), p[0], p[1], p[2], p[3], False, 0.1, 1e-5).to(dtype)
+    with torch.no_grad():
+        ours_exact, torch_exact = (ours(x) == exact).double().mean(), (theirs(x) == exact).double().mean()
+    assert ours_exact > 0.999 and ours_exact >= torch_exact - 0.001, (ours_exact, torch_exact)
+
+
 @pytest.mark.parametrize("manual_backward", [True, False])
 def test_mixed_precision_under_autocast_trains_like_torch(manual_backward):
     """Under CPU autocast a convolution returns bfloat16 into a batch norm whose parameters are float32."""
@@ -461,6 +482,14 @@ def test_functional_prediction_needs_running_statistics():
         batch_norm(torch.randn(4, 3), None, None, training=False)
 
 
+def test_negative_eps_is_refused_and_zero_gives_the_exact_formula():
+    x = torch.tensor([[1.0, 5.0], [3.0, 9.0]])
+    for training in (True, False):
+        with pytest.raises(ValueError, match="eps must be 0 or more, got -1.0"):
+            batch_norm(x, torch.zeros(2), torch.ones(2), training=training, eps=-1.0)
+    assert torch.equal(batch_norm(x, None, None, training=True, eps=0.0), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+
+
 def test_scalar_input_is_refused():
     with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, H, W\)"):
         batch_norm(torch.randn(5), None, None, training=True)
@@ -508,6 +537,21 @@ def test_fold_into_linear_matches_torch_fusion():
         torch.testing.assert_close(fused(x), bn(linear(x)), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fused.weight, reference.weight, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(fused.bias, reference.bias, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("frozen", ["none", "weight", "bias", "both"])
+def test_fold_keeps_requires_grad_like_torch_fusion(bias, frozen):
+    """Fine-tuning only the biases after folding still trains the folded bias, as in PyTorch."""
+    torch.manual_seed(11)
+    conv = nn.Conv2d(2, 3, 3, bias=bias).eval()
+    conv.weight.requires_grad_(frozen not in ("weight", "both"))
+    if bias:
+        conv.bias.requires_grad_(frozen not in ("bias", "both"))
+    bn = trained(nn.BatchNorm2d(3), conv, torch.randn(8, 2, 6, 6))
+    fused, reference = fold_batch_norm(conv, bn), fuse_conv_bn_eval(conv, bn)
+    assert fused.weight.requires_grad == reference.weight.requires_grad
+    assert fused.bias.requires_grad == reference.bias.requires_grad
 
 
 def test_fold_leaves_inputs_unchanged():
