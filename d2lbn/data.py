@@ -34,6 +34,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -223,6 +224,11 @@ def _read_verified(name: str, path: Path) -> bytes:
                 data = f.read()
         else:
             data = path.read_bytes()
+    except PermissionError as err:
+        raise FashionMNISTError(
+            f"Fashion-MNIST file {path} is not readable by this user ({err}): give read permission "
+            f"(chmod a+r), or set {_ENV_VAR} to a folder holding a readable copy."
+        ) from err
     except (EOFError, OSError, zlib.error) as err:  # truncated or damaged gzip stream
         raise FashionMNISTError(
             f"Fashion-MNIST file {path} cannot be read ({err}); it is truncated or damaged: "
@@ -308,10 +314,13 @@ def _download(destination: Path) -> None:
     verified files are moved into place, each with an atomic :func:`os.replace`. Whatever
     happens (including ``KeyboardInterrupt``), the temporary folder is removed.
     """
+    created = [folder for folder in (destination, *destination.parents) if not folder.exists()]
     try:
         destination.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(destination)
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=destination))
     except OSError as err:
+        _remove_if_empty(created)
         raise FashionMNISTError(f"{_three_ways()}\n(No folder to download into: {err})") from err
     try:
         try:
@@ -331,6 +340,27 @@ def _download(destination: Path) -> None:
             os.replace(source, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_if_empty(created)  # a failed download leaves no folder it made behind
+
+
+def _remove_if_empty(folders: List[Path]) -> None:
+    """Remove the folders (innermost first) that a download created, where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the download succeeded), or already gone
+            return
+
+
+def _remove_stale_staging(destination: Path, max_age_s: float = 3600.0) -> None:
+    """Delete temporary download folders left by a process that was killed (older than an hour,
+    so that a download running in another process at the same time is left alone)."""
+    for staging in destination.glob(_STAGING_PREFIX + "*"):
+        try:
+            if staging.is_dir() and time.time() - staging.stat().st_mtime > max_age_s:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def fashion_mnist_tensors(
@@ -359,7 +389,8 @@ def fashion_mnist_tensors(
         When no copy is found and none can be downloaded, or a file is corrupt.
     """
     files = _locate_files(root)
-    note = _env_dir_note()
+    from_root = root is not None and files is not None and _files_in(_folder(root)) is not None
+    note = None if from_root else _env_dir_note()  # the search never reached D2LBN_DATA when root had the files
     if note is not None:  # an incomplete D2LBN_DATA is never the folder the files came from
         warnings.warn(note, stacklevel=3)
     if files is None:

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.error
 import warnings
 from pathlib import Path
@@ -454,6 +455,10 @@ def test_incomplete_d2lbn_data_folder_is_reported_not_silently_skipped(
     monkeypatch.setenv("D2LBN_DATA", str(fake.env / "missing"))
     with pytest.warns(UserWarning, match="there is no such folder"):
         load_fashion_mnist(4)
+    fake.write(fake.root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # root has the files: the search never reached D2LBN_DATA
+        load_fashion_mnist(4, root=fake.root)
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -465,6 +470,19 @@ def test_truncated_file_error_names_the_file(fake: Fake, gz: bool) -> None:
     with pytest.raises(FashionMNISTError, match="truncated") as info:
         fashion_mnist_tensors(fake.root)
     assert str(path) in str(info.value) and "replace it with a good copy" in str(info.value)
+
+
+def test_unreadable_file_says_to_fix_its_permissions(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.write(fake.system, gz=True)
+    path = fake.system / (NAMES[0] + ".gz")
+
+    def refuse(filename, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(filename))
+
+    monkeypatch.setattr(data.gzip, "open", refuse)  # the tests may run as root, whom chmod does not stop
+    with pytest.raises(FashionMNISTError, match=r"not readable by this user.*chmod a\+r.*D2LBN_DATA") as info:
+        load_fashion_mnist(4)
+    assert str(path) in str(info.value) and "reinstall" not in str(info.value)
 
 
 def test_corrupt_debian_copy_says_to_reinstall_the_package(fake: Fake) -> None:
@@ -491,6 +509,11 @@ def test_no_copy_and_no_network_gives_one_error_with_the_three_ways(fake: Fake) 
     assert_three_ways(str(info.value))
     assert isinstance(info.value.__cause__, urllib.error.URLError)
     assert files_under(fake.cache) == [], "a failed download leaves nothing behind"
+    assert not fake.home.exists(), "not even the folders it made to download into"
+    typo = fake.root / "typo" / "data"
+    with pytest.raises(FashionMNISTError):
+        load_fashion_mnist(4, root=typo)
+    assert not typo.exists() and not typo.parent.exists()
 
 
 def test_missing_data_downloads_once_into_the_user_cache(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -517,7 +540,7 @@ def test_download_interrupted_half_way_leaves_nothing_behind(fake: Fake, monkeyp
     expected = KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else FashionMNISTError
     with pytest.raises(expected):
         load_fashion_mnist(4)
-    assert files_under(fake.cache) == []
+    assert files_under(fake.cache) == [] and not fake.cache.exists()
     monkeypatch.setattr(data, "_fetch", fake.fetcher())  # the network is back
     train_x, *_ = fashion_mnist_tensors()
     assert torch.equal(train_x, torch.from_numpy(fake.arrays[NAMES[0]]))
@@ -540,9 +563,14 @@ def test_leftovers_of_a_killed_download_are_not_trusted(fake: Fake, monkeypatch:
     partial = fake.cache / ".download-killed" / (NAMES[0] + ".gz")
     partial.write_bytes(partial.read_bytes()[:100])
     assert locate_fashion_mnist() is None
+    two_hours_ago = time.time() - 7200
+    os.utime(fake.cache / ".download-killed", (two_hours_ago, two_hours_ago))
+    fake.write(fake.cache / ".download-running")  # another process's download, under way
     monkeypatch.setattr(data, "_fetch", fake.fetcher())
     train_x, *_ = fashion_mnist_tensors()
     assert torch.equal(train_x, torch.from_numpy(fake.arrays[NAMES[0]]))
+    assert not (fake.cache / ".download-killed").exists(), "the next download clears old leftovers"
+    assert (fake.cache / ".download-running").is_dir(), "but not a folder a running download may be using"
 
 
 def test_a_partial_file_in_a_complete_folder_is_refused(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
