@@ -46,8 +46,8 @@ def _channel_sum(t: Tensor) -> Tensor:
     For (N, C, H, W) it first sums each (H, W) plane, which lies contiguous in memory, then
     over N. The result is the same sum as ``t.sum((0, 2, 3), keepdim=True)`` up to rounding,
     but PyTorch's CPU reduction over the non-adjacent dimensions 0, 2 and 3 at once is slower:
-    1.1 times on LeNet's first batch-norm input (256 x 6 x 24 x 24), 2.2 to 2.4 times on its
-    second (256 x 16 x 8 x 8). With one reduction, ``benchmarks/bench_batchnorm.py`` measured
+    1.0 to 1.6 times on LeNet's first batch-norm input (256 x 6 x 24 x 24), 1.8 to 2.4 times on
+    its second (256 x 16 x 8 x 8), in runs of the benchmark on this book's two-core CPU. With one reduction, ``benchmarks/bench_batchnorm.py`` measured
     :class:`BatchNorm` at 0.94 to 1.00 times the training speed of ``nn.BatchNorm``; with two
     steps, at 0.99 to 1.03 times (twelve runs on two days).
     """
