@@ -47,9 +47,10 @@ def _channel_sum(t: Tensor) -> Tensor:
     over N. The result is the same sum as ``t.sum((0, 2, 3), keepdim=True)`` up to rounding,
     but PyTorch's CPU reduction over the non-adjacent dimensions 0, 2 and 3 at once is slower:
     1.0 to 1.6 times on LeNet's first batch-norm input (256 x 6 x 24 x 24), 1.8 to 2.4 times on
-    its second (256 x 16 x 8 x 8), in runs of the benchmark on this book's two-core CPU. With one reduction, ``benchmarks/bench_batchnorm.py`` measured
-    :class:`BatchNorm` at 0.94 to 1.00 times the training speed of ``nn.BatchNorm``; with two
-    steps, at 0.99 to 1.03 times (twelve runs on two days).
+    its second (256 x 16 x 8 x 8), in runs of the benchmark on this book's two-core CPU with two
+    threads. With one reduction, ``benchmarks/bench_batchnorm.py`` measured :class:`BatchNorm`
+    at 0.94 to 1.00 times the training speed of ``nn.BatchNorm``; with two steps, at 0.99 to
+    1.03 times (twelve runs on two days).
     """
     if t.dim() == 2:
         return t.sum(0, keepdim=True)
@@ -104,8 +105,8 @@ class _NoSecondDerivative(torch.autograd.Function):
     """Passes tensors through unchanged; differentiating through it raises the error above."""
 
     @staticmethod
-    def forward(ctx, *tensors: Tensor) -> Tuple[Tensor, ...]:
-        return tuple(t.view_as(t) for t in tensors)
+    def forward(ctx, *tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+        return tuple(None if t is None else t.view_as(t) for t in tensors)
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> Tuple[Tensor, ...]:
@@ -127,14 +128,7 @@ def _first_derivatives_only(backward: Callable) -> Callable:
             outputs = backward(ctx, *grads)
         if not torch.is_grad_enabled() or not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
             return outputs
-        present = [i for i, t in enumerate(outputs) if t is not None]
-        if not present:
-            return outputs
-        flagged = _NoSecondDerivative.apply(*[outputs[i].detach().requires_grad_(True) for i in present])
-        result = list(outputs)
-        for i, t in zip(present, flagged):
-            result[i] = t
-        return tuple(result)
+        return _NoSecondDerivative.apply(*[None if t is None else t.detach().requires_grad_(True) for t in outputs])
 
     return wrapper
 
@@ -627,10 +621,9 @@ def fold_batch_norm(
         fused = copy.deepcopy(layer)
         # Each parameter keeps its own dtype and requires_grad flag; a bias the layer did not have
         # is made with requires_grad=False, as torch.nn.utils.fusion does.
-        old_bias = layer.bias
         fused.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
         fused.bias = nn.Parameter(
-            bias.to(layer.weight.dtype if old_bias is None else old_bias.dtype),
-            requires_grad=old_bias is not None and old_bias.requires_grad,
+            bias.to(layer.weight.dtype if layer.bias is None else layer.bias.dtype),
+            requires_grad=layer.bias is not None and layer.bias.requires_grad,
         )
     return fused
