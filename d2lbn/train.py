@@ -170,6 +170,12 @@ class History:
 def try_gpu(i: int = 0) -> torch.device:
     """The best device available: CUDA GPU ``i``, else Apple's MPS, else the CPU.
 
+    Parameters
+    ----------
+    i
+        Which CUDA GPU to use when there are several; with ``i`` or fewer CUDA GPUs the
+        fallbacks (MPS, then the CPU) are used.
+
     Examples
     --------
     >>> try_gpu().type in ("cuda", "mps", "cpu")
@@ -193,6 +199,11 @@ def set_seed(seed: int) -> None:
     GPU some kernels (cuDNN convolutions, atomic additions) are nondeterministic, so results
     agree closely but not always to the last bit; ``torch.use_deterministic_algorithms(True)``
     trades speed for exact repeats there.
+
+    Raises
+    ------
+    TypeError
+        If ``seed`` is not an integer (a float or a bool).
 
     Examples
     --------
@@ -514,6 +525,8 @@ def train(
         ) from None
     if num_batches == 0:
         raise ValueError("train_iter has no batches; check the dataset size and batch size")
+    if hasattr(test_iter, "__len__") and len(test_iter) == 0:  # type: ignore[arg-type]
+        raise ValueError("test_iter has no batches; check the test set's size and batch size")
     if optimizer is None:
         if lr is None or not lr > 0:
             raise ValueError(f"lr must be a positive learning rate (or pass an optimizer), got {lr!r}")

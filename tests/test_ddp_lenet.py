@@ -28,12 +28,12 @@ def test_build_lenet_variants_start_from_the_same_weights():
     assert type(nets["torch-sync"][1]) is torch.nn.SyncBatchNorm
     for norm in ("sync", "torch-sync"):
         assert torch.equal(nets[norm][0].weight, nets["local"][0].weight)
-    with pytest.raises(ValueError, match="unknown norm"):
+    with pytest.raises(ValueError, match="unknown norm 'group'; use one of 'local', 'sync', 'torch-sync'"):
         ddp_lenet.build_lenet("group")
 
 
 def test_refuses_what_it_cannot_train(monkeypatch):
-    with pytest.raises(ValueError, match="unknown norm"):
+    with pytest.raises(ValueError, match="unknown norm 'batch'; use one of 'local', 'sync', 'torch-sync'"):
         ddp_lenet.train_data_parallel("batch")
     monkeypatch.setattr(ddp_lenet, "group_size", lambda: 3)
     with pytest.raises(ValueError, match="multiple of 3"):

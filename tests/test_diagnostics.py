@@ -147,11 +147,11 @@ def test_snapshot_of_an_in_place_activation_keeps_its_input():
 
 def test_snapshot_errors():
     X, y = batch()
-    with pytest.raises(ValueError, match="no activation module"):
+    with pytest.raises(ValueError, match=r"no activation module \(Sigmoid, Tanh, ReLU\); pass activation_types="):
         snapshot(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), X, y)
     shared = nn.Sigmoid()
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 20), shared, nn.Linear(20, 10), shared)
-    with pytest.raises(ValueError, match="called once"):
+    with pytest.raises(ValueError, match="called once per forward pass; calls per layer: \\[2\\]. Give every layer its own activation module"):
         snapshot(net, X, y)
     assert not shared._forward_hooks  # hooks removed after an error
 
@@ -168,6 +168,9 @@ def test_saturated_fraction_thresholds_and_errors():
     a = torch.tensor([[0.05, 0.5], [0.95, 0.999]])
     assert saturated_fraction(a) == 0.25
     assert saturated_fraction(a, low=0.1, high=0.9) == 0.75
+    for dtype in (torch.float32, torch.float64):  # the thresholds themselves count as saturated
+        edges = torch.tensor([0.02, 0.98, 0.0201, 0.9799], dtype=dtype)
+        assert saturated_fraction(edges) == 0.5, dtype
     with pytest.raises(ValueError, match="low < high"):
         saturated_fraction(a, low=0.9, high=0.1)
     with pytest.raises(ValueError, match="empty"):
@@ -179,7 +182,7 @@ def test_update_ratios():
     with torch.no_grad():
         net[0].weight.fill_(2.0)  # norm 2 * sqrt(6)
         net[2].weight.fill_(1.0)  # norm sqrt(2)
-    with pytest.raises(ValueError, match="no gradient"):
+    with pytest.raises(ValueError, match=r"weight 0 \(Linear\) has no gradient; call loss\.backward\(\) first"):
         update_ratios(net, lr=0.1)
     net[0].weight.grad = torch.full((2, 3), 0.5)
     net[2].weight.grad = torch.zeros(1, 2)

@@ -244,10 +244,10 @@ def test_mlp_argument_errors():
         mlp(784, 100, 10)
     with pytest.raises(ValueError, match="positive integers"):
         mlp(784, [100, 0], 10)
-    with pytest.raises(ValueError, match="init_std"):
+    with pytest.raises(ValueError, match="init_std .*must be positive, got 0.0; use None for PyTorch's default"):
         mlp(3, [4], 2, init_std=0.0)
     for p in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="dropout"):
+        with pytest.raises(ValueError, match=rf"dropout is the probability .* in \[0, 1\); got {p}"):
             mlp(3, [4], 2, dropout=p)
-        with pytest.raises(ValueError, match="dropout"):
+        with pytest.raises(ValueError, match=rf"dropout is the probability .* in \[0, 1\); got {p}"):
             lenet(dropout=p)

@@ -382,13 +382,16 @@ def test_function_moves_running_statistics_towards_the_batch():
     assert y.requires_grad and not running_mean.requires_grad
 
 
-def test_only_requested_gradients_are_computed():
-    x = torch.randn(8, 3)
-    w = torch.ones(3, requires_grad=True)
-    b = torch.zeros(3, requires_grad=True)
+@pytest.mark.parametrize("needed", [(False, True, True), (True, False, True), (True, True, False)])
+def test_only_requested_gradients_are_computed(needed):
+    # what backward itself returns, seen by a hook on its node: None for an input that needs no
+    # gradient (autograd would silently drop a computed one, so x.grad cannot tell)
+    x, w, b = (t.requires_grad_(need) for t, need in zip((torch.randn(8, 3), torch.ones(3), torch.zeros(3)), needed))
     y = BatchNormFunction.apply(x, w, b, None, None, 0.1, 1e-5)
+    returned = []
+    y.grad_fn.register_hook(lambda grad_inputs, grad_outputs: returned.append(grad_inputs))
     y.sum().backward()
-    assert x.grad is None and w.grad is not None and b.grad is not None
+    assert [g is not None for g in returned[0][:3]] == list(needed)
 
 
 # Errors ---------------------------------------------------------------------------------------
@@ -478,7 +481,7 @@ def test_bad_constructor_arguments(kwargs, message):
 
 
 def test_functional_prediction_needs_running_statistics():
-    with pytest.raises(ValueError, match="running_mean and running_var must be given"):
+    with pytest.raises(ValueError, match="running_mean and running_var must be given; pass training=True to use the batch's own"):
         batch_norm(torch.randn(4, 3), None, None, training=False)
 
 
@@ -491,7 +494,7 @@ def test_negative_eps_is_refused_and_zero_gives_the_exact_formula():
 
 
 def test_scalar_input_is_refused():
-    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, H, W\), got shape \(5,\); add a batch dimension with x\.unsqueeze\(0\)"):
         batch_norm(torch.randn(5), None, None, training=True)
 
 
@@ -567,7 +570,7 @@ def test_fold_leaves_inputs_unchanged():
 def test_fold_errors():
     with pytest.raises(ValueError, match="track_running_stats=False"):
         fold_batch_norm(nn.Linear(3, 2), BatchNorm(2, num_dims=2, track_running_stats=False).eval())
-    with pytest.raises(ValueError, match="has 2 outputs but the batch norm has 3 features"):
+    with pytest.raises(ValueError, match="has 2 outputs but the batch norm has 3 features; fold a batch norm into the layer directly before it"):
         fold_batch_norm(nn.Linear(3, 2), BatchNorm(3, num_dims=2).eval())
     with pytest.raises(TypeError, match="folds into nn.Linear, nn.Conv1d or nn.Conv2d"):
         fold_batch_norm(nn.ReLU(), BatchNorm(3, num_dims=2).eval())
