@@ -22,8 +22,8 @@ recognised too, so an existing torchvision download is reused. A leading ``~`` i
 ``D2LBN_DATA`` stands for the home folder, as in a shell. Every file is checked against the
 SHA-256 and size of the original decompressed content before it is used.
 
-Run ``python -m d2lbn`` to see where the data is found (exit status 0), or how to get it
-(exit status 1).
+Run ``python -m d2lbn`` to see where the data is found (exit status 0), how to get it
+(exit status 1), or which file of the copy found is corrupt (exit status 2).
 """
 
 from __future__ import annotations

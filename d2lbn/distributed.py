@@ -54,7 +54,7 @@ import signal
 import subprocess
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -216,7 +216,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y: Tensor):
+    def backward(ctx, grad_y: Tensor) -> Tuple[Optional[Tensor], ...]:
         centered, inv_std, scale = ctx.saved_tensors
         grad_y = grad_y.to(centered.dtype)
         num_channels = centered.shape[1]

@@ -235,6 +235,9 @@ def mlp(
     ValueError
         For an unknown activation, norm or placement, a non-positive width or ``init_std``, or a
         dropout probability outside [0, 1).
+    TypeError
+        If ``hidden`` is a single number rather than a sequence of widths, ``activation`` is
+        neither a string nor a callable, or ``norm`` is of an unsupported type.
 
     Examples
     --------

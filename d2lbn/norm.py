@@ -206,7 +206,7 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     @_first_derivatives_only
-    def backward(ctx, grad_y: Tensor):
+    def backward(ctx, grad_y: Tensor) -> Tuple[Optional[Tensor], ...]:
         centered, inv_std, scale = ctx.saved_tensors  # scale = gamma / sqrt(var + eps)
         grad_y = grad_y.to(centered.dtype)
         grad_beta = _channel_sum(grad_y)
@@ -393,6 +393,9 @@ class BatchNorm(nn.Module):
         Use the hand-derived backward pass of :class:`BatchNormFunction` (default), or let autograd
         differentiate the op-by-op formula. The hand-derived pass gives first derivatives only;
         for second derivatives (``create_graph=True``) pass ``False``.
+    device, dtype
+        Where and in which floating-point type to create the parameters and running
+        statistics, as in ``torch.nn`` layers.
 
     Attributes
     ----------
@@ -553,13 +556,13 @@ def fold_batch_norm(
     r"""Return one layer equal to ``layer`` followed by ``bn`` in evaluation mode.
 
     At inference a batch norm is the fixed map
-    :math:`y = \gamma (x - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta` per channel, with the
-    running :math:`\mu` and :math:`\sigma^2`. Following a layer :math:`x = W u + b`, it folds
+    :math:`y = \gamma (x - \hat\mu) / \sqrt{\hat\sigma^2 + \epsilon} + \beta` per channel, with
+    the running mean :math:`\hat\mu` and variance :math:`\hat\sigma^2`. Following a layer :math:`x = W u + b`, it folds
     into new weights and bias,
 
     .. math::
 
-        W' = s\, W, \qquad b' = s\,(b - \mu) + \beta, \qquad s = \gamma / \sqrt{\sigma^2 + \epsilon},
+        W' = s\, W, \qquad b' = s\,(b - \hat\mu) + \beta, \qquad s = \gamma / \sqrt{\hat\sigma^2 + \epsilon},
 
     with :math:`s` scaling each output channel (each row of ``W``). The inputs are not modified.
 
