@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -208,7 +209,8 @@ def _fix_hint(path: Path) -> str:
         return f"reinstall Debian's package: sudo apt-get install --reinstall {_DEBIAN_PACKAGE}"
     if _user_cache_dir() in path.parents:
         return "delete it so that the next run fetches a fresh copy"
-    # A folder of the user's choosing (root or D2LBN_DATA): nothing is fetched back into it.
+    # A folder of the user's choosing (root or D2LBN_DATA): a damaged copy there is not replaced
+    # by a download, which only happens when no copy is found anywhere.
     return (
         "replace it with a good copy, or delete the folder's Fashion-MNIST files (or unset "
         f"{_ENV_VAR} if it points there) so that d2lbn looks further and downloads a fresh copy"
@@ -301,7 +303,7 @@ def _fetch(directory: Path) -> None:
             try:
                 download_url(mirror + filename, root=str(directory), filename=filename, md5=md5)
                 break
-            except (OSError, RuntimeError) as err:
+            except (OSError, RuntimeError, http.client.HTTPException) as err:  # IncompleteRead: a dropped connection
                 errors.append(err)
         else:
             raise errors[-1]
@@ -325,8 +327,8 @@ def _download(destination: Path) -> None:
     try:
         try:
             _fetch(staging)
-        except (OSError, RuntimeError) as err:
-            raise FashionMNISTError(f"{_three_ways()}\n(The download through torchvision failed: {err})") from err
+        except (OSError, RuntimeError, http.client.HTTPException) as err:
+            raise FashionMNISTError(f"{_three_ways()}\n(The download through torchvision failed: {err!r})") from err
         fetched = _files_in(staging)
         if fetched is None:
             raise FashionMNISTError(f"{_three_ways()}\n(The download did not produce the four files.)")
@@ -334,7 +336,14 @@ def _download(destination: Path) -> None:
         for name in _FILE_NAMES:
             data = _read_verified(name, fetched[name])
             raw = staging / (name + ".verified")
-            raw.write_bytes(data)
+            try:
+                raw.write_bytes(data)
+            except OSError as err:  # a full disk, a quota
+                raise FashionMNISTError(
+                    f"Fashion-MNIST was downloaded and verified, but writing it into {destination} failed "
+                    f"({err}); nothing was kept. Free some space there (the four files take about 55 MB), "
+                    f"or set {_ENV_VAR} to a folder with room and run again."
+                ) from err
             verified.append((raw, destination / name))
         for source, target in verified:
             os.replace(source, target)

@@ -32,6 +32,7 @@ import argparse
 import inspect
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -150,6 +151,8 @@ def train_data_parallel(
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; use one of {', '.join(map(repr, NORMS))}")
+    if epochs < 1 or (max_steps is not None and max_steps < 1):
+        raise ValueError(f"nothing to train: epochs={epochs}, max_steps={max_steps}; give at least 1 of each")
     grouped = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if grouped else 0
     size = group_size()
@@ -168,6 +171,11 @@ def train_data_parallel(
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     train_iter, test_iter = load_fashion_mnist(batch_size, seed=seed, drop_last=True)
+    if len(train_iter) == 0:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {train_iter.num_examples} training images, and the "
+            "incomplete batch is dropped, so there is nothing to train on; use a smaller batch_size"
+        )
 
     losses: List[torch.Tensor] = []
     model.train()
@@ -204,6 +212,20 @@ def train_data_parallel(
         "seconds": seconds,
         "examples_per_sec": len(losses) * batch_size / max(seconds, 1e-9),
     }
+
+
+def _save_atomically(obj: Any, path: str) -> None:
+    """``torch.save`` into a temporary file next to ``path``, then rename it into place: an
+    interrupted or failed save leaves ``path`` as it was, and no partial file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ddp_lenet-", suffix=".pt.part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def running_mean_gap(results: Sequence[Dict[str, Any]]) -> float:
@@ -287,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if result["rank"] == 0:
                 print(_summary(results, args.batch_size), flush=True)
         if args.out and (not launched or dist.get_rank() == 0):
-            torch.save(everything, args.out)
+            _save_atomically(everything, args.out)
     finally:
         if launched:
             dist.destroy_process_group()

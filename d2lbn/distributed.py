@@ -47,6 +47,7 @@ replica's :math:`(m_r, \\mu_r, M_r)` instead (what :class:`torch.nn.SyncBatchNor
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import queue as queue_module
@@ -60,11 +61,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from d2lbn.norm import (
     BatchNorm,
     _check_input,
+    _first_derivatives_only,
     _compute_dtype,
     _per_channel,
     _reduce_dims,
@@ -120,6 +121,14 @@ def _one_value_error(shape: tuple, count: int) -> ValueError:
 
 
 # ----------------------------------------------------------------------------- the transform
+
+
+_SYNC_SECOND_DERIVATIVE_ERROR = (
+    "the hand-derived backward pass of d2lbn's SyncBatchNorm gives first derivatives only, and a "
+    "second derivative was taken through it (a gradient penalty or a Hessian-vector product). "
+    "Synchronized statistics have no twice-differentiable version here: for second derivatives, "
+    "normalize each process's batch on its own with BatchNorm(..., manual_backward=False)"
+)
 
 
 class SyncBatchNormFunction(torch.autograd.Function):
@@ -215,7 +224,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         return y.to(input_dtype)
 
     @staticmethod
-    @once_differentiable
+    @functools.partial(_first_derivatives_only, message=_SYNC_SECOND_DERIVATIVE_ERROR)
     def backward(ctx, grad_y: Tensor) -> Tuple[Optional[Tensor], ...]:
         centered, inv_std, scale = ctx.saved_tensors
         grad_y = grad_y.to(centered.dtype)

@@ -102,33 +102,44 @@ _SECOND_DERIVATIVE_ERROR = (
 
 
 class _NoSecondDerivative(torch.autograd.Function):
-    """Passes tensors through unchanged; differentiating through it raises the error above."""
+    """Passes tensors through unchanged; differentiating through it raises ``message``."""
 
     @staticmethod
-    def forward(ctx, *tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+    def forward(ctx, message: str, *tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+        ctx.message = message
         return tuple(None if t is None else t.view_as(t) for t in tensors)
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> Tuple[Tensor, ...]:
-        raise RuntimeError(_SECOND_DERIVATIVE_ERROR)
+        raise RuntimeError(ctx.message)
 
 
-def _first_derivatives_only(backward: Callable) -> Callable:
+def _first_derivatives_only(backward: Callable, message: str = _SECOND_DERIVATIVE_ERROR) -> Callable:
     """:func:`torch.autograd.function.once_differentiable`, with an error that says what to do.
 
     The backward pass runs without recording a graph. When it was called to build one
     (``create_graph=True``) from gradients that require grad, its outputs are returned through
     a node that raises the error only if a second derivative is actually taken through them,
     so a double-backward computation that does not pass through batch norm still works.
+
+    When the incoming gradients do not require grad (a loss linear in the output, whose
+    gradient is a constant), ``once_differentiable`` returns the gradients as constants,
+    although they depend on the input through the saved tensors: a gradient penalty built on
+    them then gets a silently wrong second derivative. Here that case raises the error at once,
+    since any second derivative through these gradients would be wrong.
     """
 
     @functools.wraps(backward)
     def wrapper(ctx, *grads):
+        if torch.is_grad_enabled() and not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
+            raise RuntimeError(message + " (create_graph=True asked for a graph of the gradients)")
         with torch.no_grad():
             outputs = backward(ctx, *grads)
-        if not torch.is_grad_enabled() or not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
+        if not torch.is_grad_enabled():
             return outputs
-        return _NoSecondDerivative.apply(*[None if t is None else t.detach().requires_grad_(True) for t in outputs])
+        return _NoSecondDerivative.apply(
+            message, *[None if t is None else t.detach().requires_grad_(True) for t in outputs]
+        )
 
     return wrapper
 
@@ -159,8 +170,12 @@ class BatchNormFunction(torch.autograd.Function):
     PyTorch's fused C++ kernel (see ``benchmarks/bench_batchnorm.py``). The backward pass gives
     first derivatives only. As with ``@once_differentiable``, a graph built through it with
     ``create_graph=True`` works for whatever does not differentiate it again; a second derivative
-    through it (a gradient penalty on the input, a Hessian-vector product) fails, and
-    ``.backward()`` then raises an error that points to ``manual_backward=False``.
+    through it (a gradient penalty on the input, a Hessian-vector product) fails with an error
+    that points to ``manual_backward=False``. Where ``@once_differentiable`` would let a wrong
+    second derivative through (a loss linear in the output, whose gradient is a constant), the
+    error comes at once, from the ``create_graph=True`` call. It is an old-style
+    ``autograd.Function`` (no ``setup_context``), so :mod:`torch.func` transforms such as
+    ``torch.func.grad`` and ``vmap`` refuse it; use ``manual_backward=False`` under them.
 
     Examples
     --------

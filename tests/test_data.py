@@ -8,8 +8,10 @@ the network. The last tests check the real data when a copy is installed.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import http.client
 import os
 import re
 import subprocess
@@ -534,7 +536,10 @@ def test_missing_data_downloads_into_root_when_given(fake: Fake, monkeypatch: py
     assert not fake.cache.exists()
 
 
-@pytest.mark.parametrize("exc", [KeyboardInterrupt(), ConnectionResetError("connection reset by peer")])
+@pytest.mark.parametrize(
+    "exc",
+    [KeyboardInterrupt(), ConnectionResetError("connection reset by peer"), http.client.IncompleteRead(b"x" * 100, 900)],
+)
 def test_download_interrupted_half_way_leaves_nothing_behind(fake: Fake, monkeypatch: pytest.MonkeyPatch, exc) -> None:
     monkeypatch.setattr(data, "_fetch", fake.fetcher(fail_after=2, exc=exc))
     expected = KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else FashionMNISTError
@@ -555,6 +560,43 @@ def test_download_that_does_not_match_the_checksums_is_not_kept(fake: Fake, monk
     # The advice fits a download: nothing was kept, so there is no file to delete; try again.
     assert "run again to download a fresh copy" in str(caught.value)
     assert "delete it" not in str(caught.value)
+
+
+def test_a_connection_dropped_mid_file_moves_on_to_the_next_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import utils as tv_utils
+
+    tried = []
+    monkeypatch.setattr(FashionMNIST, "mirrors", ["https://first.invalid/", "https://second.invalid/"])
+
+    def download_url(url: str, root: str, filename: str, md5: str) -> None:
+        tried.append(url)
+        if url.startswith("https://first.invalid/"):
+            raise http.client.IncompleteRead(b"x" * 100, 900)  # not an OSError
+        (Path(root) / filename).write_bytes(b"fetched")
+
+    monkeypatch.setattr(tv_utils, "download_url", download_url)
+    data._fetch(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(name for name, _ in FashionMNIST.resources)
+    assert len(tried) == 2 * len(FashionMNIST.resources), "each file: the first mirror, then the second"
+
+
+def test_a_full_disk_while_saving_the_download_says_what_to_do(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "_fetch", fake.fetcher())
+    real_write_bytes = Path.write_bytes
+
+    def write_bytes(self: Path, content: bytes) -> int:
+        if self.name == NAMES[2] + ".verified":
+            real_write_bytes(self, content[:10])  # part of it went in before the disk filled up
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, content)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(FashionMNISTError, match=r"No space left on device.*Free some space.*D2LBN_DATA"):
+        load_fashion_mnist(4)
+    assert files_under(fake.cache) == [] and not fake.cache.exists(), "nothing kept, not even the folder"
 
 
 def test_leftovers_of_a_killed_download_are_not_trusted(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,9 +35,34 @@ def test_build_lenet_variants_start_from_the_same_weights():
 def test_refuses_what_it_cannot_train(monkeypatch):
     with pytest.raises(ValueError, match="unknown norm 'batch'; use one of 'local', 'sync', 'torch-sync'"):
         ddp_lenet.train_data_parallel("batch")
+    for steps in ({"epochs": 0}, {"max_steps": 0}):
+        with pytest.raises(ValueError, match="nothing to train.*give at least 1"):
+            ddp_lenet.train_data_parallel("sync", **steps)
     monkeypatch.setattr(ddp_lenet, "group_size", lambda: 3)
     with pytest.raises(ValueError, match="multiple of 3"):
         ddp_lenet.train_data_parallel("sync", batch_size=256)
+
+
+@pytest.mark.fashion_mnist
+def test_refuses_a_batch_larger_than_the_training_set():
+    with pytest.raises(ValueError, match="larger than the 60000 training images.*smaller batch_size"):
+        ddp_lenet.train_data_parallel("local", batch_size=60_002)
+
+
+def test_an_interrupted_save_leaves_the_old_results_and_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "results.pt"
+    ddp_lenet._save_atomically({"run": 1}, str(out))
+    real_save = torch.save
+
+    def interrupted(obj, f):
+        real_save(obj, f)  # written in full, then stopped before it is renamed into place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ddp_lenet._save_atomically({"run": 2}, str(out))
+    assert [p.name for p in tmp_path.iterdir()] == ["results.pt"]
+    assert torch.load(out) == {"run": 1}
 
 
 @pytest.fixture(scope="module")

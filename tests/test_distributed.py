@@ -369,6 +369,19 @@ def test_half_precision_module_in_a_group_of_one_keeps_its_dtype_like_batch_norm
     torch.testing.assert_close(sync.running_var, plain.running_var, rtol=1e-3, atol=0)
 
 
+def test_second_derivatives_raise_an_error_that_names_the_way_out(group_of_one):
+    torch.manual_seed(10)
+    x = torch.randn(6, 2, dtype=DOUBLE, requires_grad=True)
+    c = torch.randn(6, 2, dtype=DOUBLE)
+    f = lambda x: SyncBatchNormFunction.apply(x, None, None, None, None, 0.1, 1e-5, None)  # noqa: E731
+    message = r"SyncBatchNorm gives first derivatives only.*manual_backward=False"
+    with pytest.raises(RuntimeError, match=message):  # a constant incoming gradient: at once
+        torch.autograd.grad((f(x) * c).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(f(x).pow(3).sum(), x, create_graph=True)  # first derivatives work
+    with pytest.raises(RuntimeError, match=message):  # when a second one is taken
+        grad.square().sum().backward()
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_gradcheck_of_the_hand_derived_backward(group_of_one, affine):
     torch.manual_seed(9)

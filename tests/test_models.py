@@ -132,6 +132,9 @@ def test_lenet_dropout_follows_the_hidden_fully_connected_sigmoids():
     assert not any(isinstance(layer, nn.Dropout) for layer in lenet("torch"))
     # dropout is active in training and off in evaluation
     x = torch.rand(8, 1, 28, 28)
+    net.train()
+    torch.manual_seed(0)
+    assert not torch.equal(net(x), net(x)), "two training passes drop different units"
     net.eval()
     assert torch.equal(net(x), net(x))
 

@@ -311,6 +311,26 @@ def test_mixed_precision_under_autocast_trains_like_torch(manual_backward):
     torch.testing.assert_close(ours.running_mean, theirs.running_mean, atol=1e-3, rtol=1e-2)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "non-contiguous", "float64"])
+@pytest.mark.parametrize("manual_backward", [True, False])
+def test_matches_torch_on_other_memory_layouts_and_float64(layout, manual_backward):
+    torch.manual_seed(12)
+    dtype = torch.float64 if layout == "float64" else torch.float32
+    ours, theirs = make_pair(4, 4, manual_backward=manual_backward)
+    ours.to(dtype), theirs.to(dtype)
+    for step in range(3):
+        x = (torch.randn(6, 4, 5, 7, dtype=dtype) * (step + 1) + step)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        elif layout == "non-contiguous":
+            x = torch.randn(6, 7, 4, 5, dtype=dtype).transpose(1, 3).transpose(1, 2) * (step + 1) + step
+            assert x.shape == (6, 4, 5, 7) and not x.is_contiguous()
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert_same_step(ours, theirs, x, atol=tol, rtol=tol)
+    ours.eval(), theirs.eval()
+    assert_same_step(ours, theirs, x, atol=tol, rtol=tol)
+
+
 def test_dtype_and_device_arguments():
     bn = BatchNorm(3, num_dims=2, dtype=torch.float64, device="cpu")
     assert bn.weight.dtype == torch.float64 and bn.running_var.dtype == torch.float64
@@ -442,6 +462,21 @@ def test_second_derivatives_need_manual_backward_false():
     assert torch.autograd.gradgradcheck(f, (x, w, b))
 
 
+def test_a_second_derivative_from_a_loss_linear_in_the_output_raises_rather_than_being_wrong():
+    # The incoming gradient c is a constant, yet dl/dx depends on x: once_differentiable returns
+    # it without a graph there, and the penalty's second derivative silently comes out wrong.
+    torch.manual_seed(6)
+    x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(8, 3, dtype=torch.float64)
+    bn = BatchNorm(3, num_dims=2).double()
+    with pytest.raises(RuntimeError, match=r"first derivatives only.*manual_backward=False.*create_graph=True"):
+        torch.autograd.grad((bn(x) * c).sum(), x, create_graph=True)
+    # Without create_graph the same gradient is computed, and equals nn.BatchNorm1d's.
+    (grad,) = torch.autograd.grad((bn(x) * c).sum(), x)
+    (expected,) = torch.autograd.grad((nn.BatchNorm1d(3).double()(x) * c).sum(), x)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_channel_mismatch_names_both_counts():
     with pytest.raises(ValueError, match="expects 6 channels in dimension 1, got 16"):
         BatchNorm(6, num_dims=4)(torch.randn(2, 16, 4, 4))
@@ -540,6 +575,23 @@ def test_fold_into_linear_matches_torch_fusion():
         torch.testing.assert_close(fused(x), bn(linear(x)), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fused.weight, reference.weight, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(fused.bias, reference.bias, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_fold_into_conv1d_and_without_affine(affine):
+    torch.manual_seed(13)
+    conv = nn.Conv1d(3, 4, 3).eval()
+    x = torch.randn(8, 3, 9) * 2 + 1
+    bn = trained(BatchNorm(4, num_dims=3, affine=affine), conv, x)
+    fused = fold_batch_norm(conv, bn)
+    assert isinstance(fused, nn.Conv1d)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), bn(conv(x)), atol=1e-5, rtol=1e-5)
+    linear = nn.Linear(5, 4).eval()
+    u = torch.randn(16, 5) * 3
+    bn = trained(nn.BatchNorm1d(4, affine=affine), linear, u)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batch_norm(linear, bn)(u), bn(linear(u)), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -152,6 +152,17 @@ def test_train_accepts_a_dataloader_an_optimizer_and_a_binary_loss():
     assert history.final.test_acc > 0.9
 
 
+class RecordsMoves(torch.Tensor):
+    """A tensor that records where ``.to`` was asked to move it (on a CPU-only machine a move to
+    the CPU changes nothing visible, so the request itself is what the test checks)."""
+
+    moves: list = []
+
+    def to(self, *args, **kwargs):
+        RecordsMoves.moves.append(torch.device(args[0] if args else kwargs["device"]))
+        return torch.Tensor.to(self.as_subclass(torch.Tensor), *args, **kwargs)
+
+
 def test_batches_are_moved_to_the_device():
     seen = []
 
@@ -160,8 +171,11 @@ def test_batches_are_moved_to_the_device():
             seen.append(x.device)
             return super().forward(x)
 
-    train(Probe(2, 2), [(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long))], None, 1, 0.1, torch.device("cpu"),
-          progress=False)
+    RecordsMoves.moves = []
+    X = torch.zeros(2, 2).as_subclass(RecordsMoves)
+    y = torch.zeros(2, dtype=torch.long).as_subclass(RecordsMoves)
+    train(Probe(2, 2), [(X, y)], None, 1, 0.1, torch.device("cpu"), progress=False)
+    assert RecordsMoves.moves == [torch.device("cpu")] * 2, "both X and y are sent to the device"
     assert seen == [torch.device("cpu")]
 
 
