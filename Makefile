@@ -19,6 +19,14 @@ export MALLOC_TRIM_THRESHOLD_ ?= 1000000000
 
 .PHONY: help venv test unit notebooks book serve lab bench clean
 
+# A .venv whose python no longer runs (the Python it was made from was upgraded or removed)
+# counts as stale: the stamp goes, and the next target rebuilds the environment from scratch.
+ifneq ($(wildcard $(VENV)),)
+ifneq ($(shell $(PY) -c 'print("ok")' 2>/dev/null),ok)
+$(shell rm -f $(STAMP))
+endif
+endif
+
 help:
 	@echo "make test       unit tests, notebooks under nbval, the book built and opened in a browser"
 	@echo "make book       build the HTML book into _build/html (warnings are errors)"
@@ -33,12 +41,12 @@ help:
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
-	@py=$(PYTHON); test -x $(PY) && py=$(PY); \
+	@py=$(PYTHON); $(PY) -c '' 2>/dev/null && py=$(PY); \
 	$$py -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "The pinned versions in requirements.txt need Python 3.11 or newer; $$py is" \
 	  "$$($$py -V 2>&1). Install a newer one, delete .venv if it was made with the old one," \
 	  "and run, for example: make test PYTHON=python3.12"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c '' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
