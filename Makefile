@@ -19,10 +19,11 @@ export MALLOC_TRIM_THRESHOLD_ ?= 1000000000
 
 .PHONY: help venv test unit notebooks book serve lab bench clean
 
-# A .venv whose python no longer runs (the Python it was made from was upgraded or removed)
-# counts as stale: the stamp goes, and the next target rebuilds the environment from scratch.
+# A .venv whose python no longer runs (the Python it was made from was upgraded or removed),
+# or that has no pip (python3 -m venv without Debian's python3-venv), counts as stale: the
+# stamp goes, and the next target rebuilds the environment from scratch.
 ifneq ($(wildcard $(VENV)),)
-ifneq ($(shell $(PY) -c 'print("ok")' 2>/dev/null),ok)
+ifneq ($(shell $(PY) -m pip --version >/dev/null 2>&1 && echo ok),ok)
 $(shell rm -f $(STAMP))
 endif
 endif
@@ -46,7 +47,7 @@ $(STAMP): requirements.txt pyproject.toml
 	  echo "The pinned versions in requirements.txt need Python 3.11 or newer; $$py is" \
 	  "$$($$py -V 2>&1). Install a newer one, delete .venv if it was made with the old one," \
 	  "and run, for example: make test PYTHON=python3.12"; exit 1; }
-	@$(PY) -c '' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)

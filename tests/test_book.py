@@ -74,8 +74,8 @@ MACOS_BROWSERS = [
 ]
 INSTALL_HINT = (
     "The book test opens the built book in Chromium and found none. Install it "
-    "(Debian/Ubuntu: `sudo apt-get install chromium`; macOS: `brew install --cask chromium`), "
-    "or point D2LBN_CHROMIUM at a Chromium or Chrome executable."
+    "(Debian: `sudo apt-get install chromium`; Ubuntu: `sudo apt-get install chromium-browser`; "
+    "macOS: Google Chrome), or point D2LBN_CHROMIUM at a Chromium or Chrome executable."
 )
 
 

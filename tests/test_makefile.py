@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -20,12 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 
-def project_with_venv(tmp_path: Path, python: str) -> Path:
+def project_with_venv(tmp_path: Path, python: Optional[str]) -> Path:
+    """The Makefile and its two inputs in tmp_path, with a .venv whose bin/python links to
+    ``python``, or, for ``None``, a real virtual environment made without pip."""
     for name in ("Makefile", "requirements.txt", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    bin_dir = tmp_path / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "python").symlink_to(python)
+    if python is None:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / ".venv")],
+                       check=True, timeout=120)
+    else:
+        bin_dir = tmp_path / ".venv" / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python").symlink_to(python)
     stamp = tmp_path / ".venv" / ".installed"
     stamp.touch()
     later = time.time() + 10  # newer than the files it stands for
@@ -53,6 +60,14 @@ def test_a_venv_whose_python_no_longer_runs_is_rebuilt_from_scratch(tmp_path: Pa
     assert not (project / ".venv" / ".installed").exists(), "the stamp of a broken .venv goes"
     assert "-m venv --clear .venv" in commands
     assert "pip install --quiet -r requirements.txt" in commands
+
+
+def test_a_venv_without_pip_is_rebuilt_from_scratch(tmp_path: Path) -> None:
+    # what `python3 -m venv` leaves on Debian without python3-venv: a python that runs, no pip
+    project = project_with_venv(tmp_path, None)
+    commands = dry_run(project)
+    assert not (project / ".venv" / ".installed").exists()
+    assert "-m venv --clear .venv" in commands
 
 
 def test_a_changed_requirements_file_reinstalls(tmp_path: Path) -> None:
