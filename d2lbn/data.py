@@ -200,6 +200,9 @@ def locate_fashion_mnist(root: Optional[PathLike] = None) -> Optional[Path]:
 
 
 _STAGING_PREFIX = ".download-"  # the temporary folder a download is fetched and verified in
+# What a failed download can raise: OSError (URLError, a reset connection), RuntimeError
+# (torchvision's MD5 check), HTTPException (IncompleteRead: a connection dropped mid-file).
+_DOWNLOAD_ERRORS = (OSError, RuntimeError, http.client.HTTPException)
 
 
 def _fix_hint(path: Path) -> str:
@@ -303,7 +306,7 @@ def _fetch(directory: Path) -> None:
             try:
                 download_url(mirror + filename, root=str(directory), filename=filename, md5=md5)
                 break
-            except (OSError, RuntimeError, http.client.HTTPException) as err:  # IncompleteRead: a dropped connection
+            except _DOWNLOAD_ERRORS as err:
                 errors.append(err)
         else:
             raise errors[-1]
@@ -327,7 +330,7 @@ def _download(destination: Path) -> None:
     try:
         try:
             _fetch(staging)
-        except (OSError, RuntimeError, http.client.HTTPException) as err:
+        except _DOWNLOAD_ERRORS as err:
             raise FashionMNISTError(f"{_three_ways()}\n(The download through torchvision failed: {err!r})") from err
         fetched = _files_in(staging)
         if fetched is None:

@@ -65,8 +65,8 @@ from torch import Tensor, nn
 from d2lbn.norm import (
     BatchNorm,
     _check_input,
-    _first_derivatives_only,
     _compute_dtype,
+    _first_derivatives_only,
     _per_channel,
     _reduce_dims,
     _statistics_to_use,

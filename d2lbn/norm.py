@@ -131,12 +131,13 @@ def _first_derivatives_only(backward: Callable, message: str = _SECOND_DERIVATIV
 
     @functools.wraps(backward)
     def wrapper(ctx, *grads):
-        if torch.is_grad_enabled() and not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
+        if not torch.is_grad_enabled():  # an ordinary backward pass
+            return backward(ctx, *grads)
+        # create_graph=True: a graph of the gradients was asked for
+        if not any(isinstance(g, Tensor) and g.requires_grad for g in grads):
             raise RuntimeError(message + " (create_graph=True asked for a graph of the gradients)")
         with torch.no_grad():
             outputs = backward(ctx, *grads)
-        if not torch.is_grad_enabled():
-            return outputs
         return _NoSecondDerivative.apply(
             message, *[None if t is None else t.detach().requires_grad_(True) for t in outputs]
         )
